@@ -1,0 +1,28 @@
+"""Installs tfmeta: `pip install -e .` (library) or `pip install -e ".[test]"`."""
+
+import pathlib
+
+import setuptools
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def _requirements():
+    lines = (_HERE / "requirements.txt").read_text().splitlines()
+    return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+setuptools.setup(
+    name="tfmeta",
+    version="0.1.0",
+    description="Meta-learning (MAML, Reptile, ...) for TensorFlow 2 and Keras 3.",
+    long_description=(_HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["tfmeta", "tfmeta.*", "trainers", "benchmarks"]),
+    install_requires=_requirements(),
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    license="Apache-2.0",
+)

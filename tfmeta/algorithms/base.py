@@ -1,0 +1,194 @@
+"""The one interface every tfmeta algorithm implements.
+
+The training loop, the evaluator, `tf.distribute` and the exporters talk only
+to `Algorithm`. Everything is explicit over weights: `adapt` returns *fast
+weights* (plain tensors) and never writes the learner's variables.
+"""
+
+import abc
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from tfmeta.data.episode import Episode
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+
+class Weights(NamedTuple):
+    """Values for the learner's variables, in `model.trainable_variables` /
+    `model.non_trainable_variables` order, as `Model.stateless_call` takes them.
+
+    Attributes:
+        trainable: list of tensors, one per trainable variable of the learner.
+        non_trainable: list of tensors (e.g. BatchNorm moving statistics).
+    """
+
+    trainable: list
+    non_trainable: list
+
+
+def task_loss_and_metrics(task: str, outputs, labels):
+    """Loss and metrics of one task's predictions.
+
+    Args:
+        task: `"classification"` (logits `(n, way)`, int labels `(n,)`) or
+            `"regression"` (predictions and targets `(n, 1)`).
+        outputs: the learner's outputs.
+        labels: the true labels or targets.
+
+    Returns:
+        `(loss, metrics)`: the mean loss (scalar) and a dict with `accuracy`
+        (classification) or `mse` (regression).
+
+    Raises:
+        ValueError: if `task` is unknown.
+    """
+    if task == CLASSIFICATION:
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=outputs)
+        )
+        correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+        return loss, {"accuracy": tf.reduce_mean(tf.cast(correct, outputs.dtype))}
+    if task == REGRESSION:
+        loss = tf.reduce_mean(tf.square(outputs - tf.cast(labels, outputs.dtype)))
+        return loss, {"mse": loss}
+    raise ValueError(f"`task` must be 'classification' or 'regression'. Received: task={task!r}")
+
+
+class Algorithm(abc.ABC):
+    """Base class of meta-learning algorithms.
+
+    Subclasses implement `adapt`, `predict` and `task_loss`; the default
+    `meta_gradients` averages per-task gradients of `task_loss` over a
+    meta-batch with `tf.map_fn` (one outer tape per task inside the map
+    body, which keeps the graph small and compiles fast). Algorithms whose
+    meta-update is not a gradient of a loss (Reptile) override it.
+
+    Args:
+        model: the learner, any built `keras.Model`.
+        task: `"classification"` or `"regression"`.
+
+    Example:
+
+    ```python
+    algo = tfmeta.algorithms.MAML(model, inner_steps=1, inner_lr=0.4)
+    fast = algo.adapt(episode.support_x, episode.support_y)
+    logits = algo.predict(fast, episode.query_x)
+    ```
+    """
+
+    def __init__(self, model: keras.Model, task: str = CLASSIFICATION):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`model` must be a keras.Model. Received: model={type(model).__name__}")
+        if not model.built:
+            raise ValueError(
+                "`model` must be built (call it once on an input, or give it an `Input`). "
+                f"Received: model={model.name!r} (not built)"
+            )
+        if task not in (CLASSIFICATION, REGRESSION):
+            raise ValueError(f"`task` must be 'classification' or 'regression'. Received: task={task!r}")
+        self.model = model
+        self.task = task
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def extra_variables(self) -> list:
+        """Meta-learned variables besides the model's (e.g. inner learning rates)."""
+        return []
+
+    @property
+    def meta_variables(self) -> list:
+        """Everything the outer optimizer updates: model weights, then extras."""
+        return list(self.model.trainable_variables) + list(self.extra_variables)
+
+    def initial_weights(self) -> Weights:
+        """The current meta-learned initialisation as a `Weights` of tensors."""
+        return Weights(
+            [v.value for v in self.model.trainable_variables],
+            [v.value for v in self.model.non_trainable_variables],
+        )
+
+    def config(self) -> dict:
+        """JSON-serialisable description (for checkpoints' config and model cards)."""
+        return {"algorithm": type(self).__name__, "task": self.task}
+
+    # -------------------------------------------------------------- interface
+
+    def call_model(self, weights: Weights, x, training: bool = True):
+        """Runs the learner on `weights`: returns `(outputs, new_non_trainable)`."""
+        return self.model.stateless_call(weights.trainable, weights.non_trainable, x, training=training)
+
+    @abc.abstractmethod
+    def adapt(self, support_x, support_y, steps=None, training: bool = True):
+        """Adapts to one task's support set, starting from the meta-parameters.
+
+        Args:
+            support_x: `(support_size, *example_shape)` inputs.
+            support_y: `(support_size,)` labels or `(support_size, 1)` targets.
+            steps: number of inner steps (None: the algorithm's default).
+            training: passed to the learner (BatchNorm uses batch statistics
+                when True).
+
+        Returns:
+            The adapted state that `predict` takes (fast `Weights` for the
+            MAML family, prototypes for metric learners).
+        """
+
+    @abc.abstractmethod
+    def predict(self, adapted, x, training: bool = True):
+        """Outputs (logits or predictions) for `x` under an adapted state."""
+
+    @abc.abstractmethod
+    def task_loss(self, episode: Episode, training: bool = True):
+        """Query loss of one (unbatched) task after adaptation on its support.
+
+        Differentiable with respect to `meta_variables`.
+
+        Returns:
+            `(loss, metrics, non_trainable)`: scalar loss, dict of scalar
+            metrics, and the learner's non-trainable values after the task
+            (moving statistics), in `model.non_trainable_variables` order.
+        """
+
+    def metric_names(self) -> tuple:
+        """Names of the per-task metrics `task_loss` returns (besides `loss`)."""
+        return ("accuracy",) if self.task == CLASSIFICATION else ("mse",)
+
+    def meta_gradients(self, episodes: Episode, training: bool = True):
+        """Mean meta-gradient over a meta-batch of tasks.
+
+        Args:
+            episodes: a batched `Episode` with a leading tasks axis.
+            training: passed to the learner.
+
+        Returns:
+            `(grads, metrics, non_trainable)`: gradients aligned with
+            `meta_variables` (averaged over tasks), metrics (`loss` and
+            `metric_names()`) averaged over tasks, and the non-trainable
+            values averaged over tasks.
+        """
+        meta_vars = self.meta_variables
+        state_vars = self.model.non_trainable_variables
+
+        def one_task(task):
+            with tf.GradientTape() as tape:
+                loss, metrics, state = self.task_loss(Episode(*task), training=training)
+            grads = tape.gradient(loss, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            metrics = {name: tf.cast(metrics[name], loss.dtype) for name in self.metric_names()}
+            metrics["loss"] = loss
+            return grads, metrics, state
+
+        dtype = self.model.compute_dtype
+        signature = (
+            [tf.TensorSpec(v.shape, v.dtype) for v in meta_vars],
+            {name: tf.TensorSpec([], dtype) for name in ("loss",) + tuple(self.metric_names())},
+            [tf.TensorSpec(v.shape, v.dtype) for v in state_vars],
+        )
+        # (tasks, ...) per output; one outer tape per task inside the body.
+        grads, metrics, state = tf.map_fn(one_task, tuple(episodes), fn_output_signature=signature)
+        mean = lambda t: tf.reduce_mean(t, axis=0)
+        return [mean(g) for g in grads], {k: mean(m) for k, m in metrics.items()}, [mean(s) for s in state]
