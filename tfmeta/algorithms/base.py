@@ -101,6 +101,14 @@ class Algorithm(abc.ABC):
         return []
 
     @property
+    def state_variables(self) -> list:
+        """Variables that the non-trainable values returned by `task_loss` and
+        `meta_gradients` are assigned to, in order. By default the learner's
+        `non_trainable_variables`; algorithms that keep their own state (MAML++
+        per-step BatchNorm statistics) return theirs."""
+        return list(self.model.non_trainable_variables)
+
+    @property
     def meta_variables(self) -> list:
         """Everything the outer optimizer updates: model weights, then extras."""
         return list(self.model.trainable_variables) + list(self.extra_variables)
@@ -120,7 +128,14 @@ class Algorithm(abc.ABC):
 
     def call_model(self, weights: Weights, x, training: bool = True):
         """Runs the learner on `weights`: returns `(outputs, new_non_trainable)`."""
-        return self.model.stateless_call(weights.trainable, weights.non_trainable, x, training=training)
+        return self.stateless_forward(weights.trainable, weights.non_trainable, x, training=training)
+
+    def stateless_forward(self, trainable, non_trainable, x, training: bool = True):
+        """`model.stateless_call` on explicit values; `training` is passed only to
+        models whose `call` takes it (a subclassed model may not)."""
+        if getattr(self.model, "_call_has_training_arg", True):
+            return self.model.stateless_call(trainable, non_trainable, x, training=training)
+        return self.model.stateless_call(trainable, non_trainable, x)
 
     @abc.abstractmethod
     def adapt(self, support_x, support_y, steps=None, training: bool = True):
@@ -158,6 +173,14 @@ class Algorithm(abc.ABC):
         """Names of the per-task metrics `task_loss` returns (besides `loss`)."""
         return ("accuracy",) if self.task == CLASSIFICATION else ("mse",)
 
+    def metrics_dtype(self) -> tf.DType:
+        """dtype of the metrics `meta_gradients` returns: float64 for a float64
+        learner (its layers' dtype, not the model's policy), float32 otherwise."""
+        variables = self.model.trainable_variables
+        if variables and variables[0].dtype == "float64":
+            return tf.float64
+        return tf.float32
+
     def meta_gradients(self, episodes: Episode, training: bool = True):
         """Mean meta-gradient over a meta-batch of tasks.
 
@@ -169,20 +192,23 @@ class Algorithm(abc.ABC):
             `(grads, metrics, non_trainable)`: gradients aligned with
             `meta_variables` (averaged over tasks), metrics (`loss` and
             `metric_names()`) averaged over tasks, and the non-trainable
-            values averaged over tasks.
+            values (aligned with `state_variables`) averaged over tasks
+            (non-float values, e.g. seed-generator states, are taken from
+            the first task).
         """
         meta_vars = self.meta_variables
-        state_vars = self.model.non_trainable_variables
+        state_vars = self.state_variables
 
         def one_task(task):
             with tf.GradientTape() as tape:
                 loss, metrics, state = self.task_loss(Episode(*task), training=training)
             grads = tape.gradient(loss, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            metrics = {name: tf.cast(metrics[name], loss.dtype) for name in self.metric_names()}
-            metrics["loss"] = loss
+            dtype = self.metrics_dtype()
+            metrics = {name: tf.cast(metrics[name], dtype) for name in self.metric_names()}
+            metrics["loss"] = tf.cast(loss, dtype)
             return grads, metrics, state
 
-        dtype = self.model.compute_dtype
+        dtype = self.metrics_dtype()
         signature = (
             [tf.TensorSpec(v.shape, v.dtype) for v in meta_vars],
             {name: tf.TensorSpec([], dtype) for name in ("loss",) + tuple(self.metric_names())},
@@ -191,4 +217,5 @@ class Algorithm(abc.ABC):
         # (tasks, ...) per output; one outer tape per task inside the body.
         grads, metrics, state = tf.map_fn(one_task, tuple(episodes), fn_output_signature=signature)
         mean = lambda t: tf.reduce_mean(t, axis=0)
-        return [mean(g) for g in grads], {k: mean(m) for k, m in metrics.items()}, [mean(s) for s in state]
+        state = [mean(s) if s.dtype.is_floating else s[0] for s in state]
+        return [mean(g) for g in grads], {k: mean(m) for k, m in metrics.items()}, state

@@ -1,0 +1,192 @@
+"""ANIL, Meta-SGD, MAML++ options, the factory, config and tracing."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmeta import algorithms
+from tfmeta.algorithms import ANIL, MAML, MetaSGD, Reptile, build, cosine_annealing
+from tfmeta.data.episode import Episode
+from tfmeta.models import conv4, mlp
+
+
+def _sinusoid_batch(tasks=3, shots=5, seed=0, dtype=tf.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-5, 5, size=(tasks, 2 * shots, 1))
+    y = rng.uniform(0.5, 3, size=(tasks, 1, 1)) * np.sin(x - rng.uniform(0, 3, size=(tasks, 1, 1)))
+    c = lambda a: tf.constant(a, dtype)
+    return Episode(c(x[:, :shots]), c(y[:, :shots]), c(x[:, shots:]), c(y[:, shots:]))
+
+
+def _image_batch(tasks=2, ways=3, shots=1, queries=2, seed=0):
+    rng = np.random.default_rng(seed)
+    sx = rng.uniform(size=(tasks, ways * shots, 16, 16, 1)).astype(np.float32)
+    qx = rng.uniform(size=(tasks, ways * queries, 16, 16, 1)).astype(np.float32)
+    sy = np.tile(np.repeat(np.arange(ways), shots), (tasks, 1)).astype(np.int32)
+    qy = np.tile(np.repeat(np.arange(ways), queries), (tasks, 1)).astype(np.int32)
+    return Episode(tf.constant(sx), tf.constant(sy), tf.constant(qx), tf.constant(qy))
+
+
+def test_metasgd_learning_rates_get_nonzero_gradients():
+    algo = MetaSGD(mlp(hidden=(8,), dtype="float64", seed=0), task="regression", inner_lr=0.01)
+    assert len(algo.extra_variables) == len(algo.model.trainable_variables)
+    grads, _, _ = algo.meta_gradients(_sinusoid_batch())
+    assert len(grads) == len(algo.meta_variables)
+    lr_grads = grads[len(algo.model.trainable_variables):]
+    for g, alpha in zip(lr_grads, algo.extra_variables):
+        assert g.shape == alpha.shape
+        assert float(tf.reduce_max(tf.abs(g))) > 1e-6
+    rates = algo.inner_learning_rates()
+    assert [r.shape for r in rates.values()] == [tuple(v.shape) for v in algo.model.trainable_variables]
+
+
+def test_lslr_learning_rates_get_nonzero_gradients_per_step():
+    algo = MAML(mlp(hidden=(8,), dtype="float64", seed=0), task="regression", inner_steps=3, inner_lr=0.01,
+                learn_inner_lr=True)
+    grads, _, _ = algo.meta_gradients(_sinusoid_batch())
+    lr_grads = grads[len(algo.model.trainable_variables):]
+    assert len(lr_grads) == len(algo.model.trainable_variables)
+    for g in lr_grads:
+        assert g.shape == (3,)
+        assert float(tf.reduce_min(tf.abs(g))) > 1e-8  # every step's rate is used
+    assert all(r.shape == (3,) for r in algo.inner_learning_rates().values())
+
+
+def test_anil_adapts_head_only_but_meta_learns_body():
+    model = conv4(ways=3, input_shape=(16, 16, 1), filters=4, seed=0)
+    algo = ANIL(model, inner_lr=0.5, inner_steps=2)
+    head = {id(v) for v in model.layers[-1].trainable_variables}
+    assert {id(v) for v in algo.adapted_variables} == head
+    batch = _image_batch()
+    fast = algo.adapt(*batch.task(0)[:2])
+    for value, var in zip(fast.trainable, model.trainable_variables):
+        change = float(tf.reduce_max(tf.abs(value - var)))
+        if id(var) in head:
+            assert change > 1e-5
+        else:
+            assert change == 0.0
+    grads, _, _ = algo.meta_gradients(batch)
+    assert float(tf.reduce_max(tf.abs(grads[0]))) > 0  # first conv kernel: learned by the outer loop
+    assert list(algo.inner_learning_rates()) == [v.path for v in model.layers[-1].trainable_variables]
+
+
+def test_anil_with_user_subset():
+    model = mlp(hidden=(4, 4))
+    subset = model.layers[1].trainable_variables
+    algo = ANIL(model, task="regression", adapt_variables=subset)
+    assert algo.config()["adapt_variables"] == [v.path for v in subset]
+
+
+def test_multi_step_loss_weights_anneal_as_in_maml_plus_plus():
+    algo = MAML(mlp(hidden=(4,)), task="regression", inner_steps=5, multi_step_loss=True, msl_anneal_steps=100)
+    np.testing.assert_allclose(algo.multi_step_loss_weights().numpy(), [0.2] * 5, rtol=1e-6)
+    algo.meta_step.assign(50)
+    np.testing.assert_allclose(algo.multi_step_loss_weights().numpy(), [0.1] * 4 + [0.6], rtol=1e-6)
+    algo.meta_step.assign(1000)
+    w = algo.multi_step_loss_weights().numpy()
+    np.testing.assert_allclose(w, [0.006] * 4 + [1 - 4 * 0.006], rtol=1e-5)
+    assert w.sum() == pytest.approx(1.0)
+
+
+def test_multi_step_loss_changes_loss_and_counts_meta_steps():
+    model = mlp(hidden=(8,), dtype="float64", seed=0)
+    batch = _sinusoid_batch()
+    plain = MAML(model, task="regression", inner_steps=3, inner_lr=0.01)
+    msl = MAML(model, task="regression", inner_steps=3, inner_lr=0.01, multi_step_loss=True)
+    _, m_plain, _ = plain.meta_gradients(batch)
+    _, m_msl, _ = msl.meta_gradients(batch)
+    assert float(m_msl["loss"]) > float(m_plain["loss"])  # earlier steps have higher query loss
+    assert int(msl.meta_step.numpy()) == 1
+    msl.meta_gradients(batch, training=False)
+    assert int(msl.meta_step.numpy()) == 1
+
+
+def test_per_step_batchnorm_statistics():
+    model = conv4(ways=3, input_shape=(16, 16, 1), filters=4, seed=0)
+    algo = MAML(model, inner_steps=2, inner_lr=0.5, per_step_bn_stats=True)
+    expected = [(3,) + tuple(v.shape) for v in model.non_trainable_variables]  # inner_steps + 1 copies
+    assert [tuple(v.shape) for v in algo.state_variables] == expected
+    _, _, state = algo.meta_gradients(_image_batch())
+    for value, var in zip(state, algo.state_variables):
+        assert value.shape == var.shape
+        changes = [float(tf.reduce_max(tf.abs(value[s] - var[s]))) for s in range(3)]
+        assert min(changes) > 0  # each step's copy is updated by its own pass
+    # copies differ from each other: step 1 and 2 see different (adapted) weights
+    assert float(tf.reduce_max(tf.abs(state[0][1] - state[0][2]))) > 0
+
+
+def test_build_factory_and_json_config():
+    model = mlp(hidden=(4,))
+    expected = {"maml": MAML, "fomaml": MAML, "anil": ANIL, "metasgd": MetaSGD, "maml++": MAML, "reptile": Reptile}
+    for variant, cls in expected.items():
+        algo = build(variant, model, task="regression", inner_steps=2, inner_lr=0.05)
+        assert type(algo) is cls
+        config = json.loads(json.dumps(algo.config()))
+        assert config["variant"] == variant
+        assert config["inner_steps"] == 2 and config["inner_lr"] == 0.05
+        json.dumps({k: v.tolist() for k, v in algo.inner_learning_rates().items()})
+    assert build("fomaml", model).first_order
+    plus = build("maml++", model, inner_steps=2)
+    assert plus.learn_inner_lr and plus.multi_step_loss and plus.per_step_bn_stats
+    with pytest.raises(ValueError, match="variant='mamll'"):
+        build("mamll", model)
+    with pytest.raises(ValueError, match="first_order=False"):
+        build("fomaml", model, first_order=False)
+    assert set(algorithms.VARIANTS) == {"maml", "fomaml", "anil", "metasgd", "maml++", "reptile"}
+
+
+def test_meta_gradients_do_not_retrace_across_same_shaped_batches():
+    algo = MAML(mlp(hidden=(8,)), task="regression", inner_steps=2, inner_lr=0.01)
+    traces = []
+
+    @tf.function
+    def step(episodes):
+        traces.append(1)
+        grads, metrics, _ = algo.meta_gradients(episodes)
+        return metrics["loss"]
+
+    first = step(_sinusoid_batch(seed=0, dtype=tf.float32))
+    second = step(_sinusoid_batch(seed=1, dtype=tf.float32))
+    assert len(traces) == 1
+    assert step.experimental_get_tracing_count() == 1
+    assert float(first) != float(second)
+
+
+def test_non_float_state_is_not_averaged():
+    """A seed generator's integer state (Dropout) is carried, not averaged."""
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(4), keras.layers.Dropout(0.5), keras.layers.Dense(1)]
+    )
+    algo = MAML(model, task="regression", inner_lr=0.01)
+    int_states = [v for v in model.non_trainable_variables if not v.dtype.startswith("float")]
+    assert int_states, "expected a seed-generator state"
+    _, _, state = algo.meta_gradients(_sinusoid_batch(dtype=tf.float32))
+    for value, var in zip(state, model.non_trainable_variables):
+        assert value.dtype == var.dtype
+
+
+def test_cosine_annealing_schedule():
+    schedule = cosine_annealing(1e-3, 100, 1e-5)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2, rel=1e-5)
+    assert float(schedule(100)) == pytest.approx(1e-5)
+    assert float(schedule(1000)) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="total_steps=0"):
+        cosine_annealing(1e-3, 0)
+
+
+def test_per_step_statistics_with_more_eval_steps_than_training_steps():
+    model = conv4(ways=3, input_shape=(16, 16, 1), filters=4, seed=0)
+    algo = MAML(model, inner_steps=2, eval_inner_steps=4, inner_lr=0.5, per_step_bn_stats=True,
+                multi_step_loss=True, learn_inner_lr=True)
+    batch = _image_batch()
+    loss, metrics, state = algo.task_loss(batch.task(0), training=False)
+    assert np.isfinite(float(loss)) and [s.shape for s in state] == [v.shape for v in algo.state_variables]
+    fast = algo.adapt(*batch.task(0)[:2], training=False)
+    # the query runs with the last step's copy of the statistics
+    for value, var in zip(fast.non_trainable, algo.state_variables):
+        np.testing.assert_array_equal(value.numpy(), var.numpy()[2])
+    assert algo.predict(fast, batch.query_x[0], training=False).shape == (6, 3)

@@ -1,0 +1,48 @@
+"""The thin trainers, run as users run them (subprocesses)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def run_module(module, *args, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_maml_trainer_smoke_then_evaluate(tmp_path):
+    workdir = tmp_path / "run"
+    done = run_module("trainers.maml", "--num_iterations=20", "--eval_episodes=20", f"--workdir={workdir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for steps in (0, 1, 5, 10):
+        assert f"test after {steps:2d} inner steps: mse" in done.stdout, done.stdout
+    assert "± " in done.stdout and "(20 episodes)" in done.stdout
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["variant"] == "maml" and config["num_iterations"] == 20 and config["dataset"] == "sinusoid"
+    assert (workdir / "checkpoints" / "ckpt-20.index").is_file()
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+    evaluated = run_module("trainers.evaluate", f"--workdir={workdir}", "--eval_episodes=25")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "at step 20" in evaluated.stdout and "(25 episodes)" in evaluated.stdout
+
+    # Same workdir, different settings: refused, nothing overwritten.
+    refused = run_module("trainers.maml", "--num_iterations=20", "--inner_lr=0.5", f"--workdir={workdir}")
+    assert refused.returncode != 0
+    assert "inner_lr=0.5 (workdir has 0.01)" in refused.stderr
+    assert json.loads((workdir / "config.json").read_text())["inner_lr"] == 0.01
+
+
+def test_reptile_trainer_rejects_another_variant(tmp_path):
+    done = run_module("trainers.reptile", "--variant=maml", f"--workdir={tmp_path}")
+    assert done.returncode != 0
+    assert "trains Reptile only. Received: variant='maml'" in done.stderr
+    assert not (tmp_path / "config.json").exists()

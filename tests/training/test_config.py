@@ -1,0 +1,72 @@
+"""MetaTrainConfig: defaults, validation messages, JSON and presets."""
+
+import dataclasses
+
+import pytest
+
+from tfmeta.training.config import MetaTrainConfig
+from tfmeta.training.presets import PRESETS, preset
+
+
+def test_defaults_are_finn_sinusoid_maml():
+    config = MetaTrainConfig()
+    assert (config.dataset, config.variant, config.shots, config.queries) == ("sinusoid", "maml", 5, 10)
+    assert (config.meta_batch_size, config.inner_steps, config.inner_lr, config.meta_lr) == (25, 1, 0.01, 1e-3)
+    assert config.first_order is False and config.resume is True
+    assert config.resolved().workdir == "runs/maml_sinusoid"
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MetaTrainConfig().ways = 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(ways=1), ValueError, "ways must be >= 2. Received: ways=1"),
+        (dict(shots=0), ValueError, "`shots` must be >= 1. Received: shots=0"),
+        (dict(queries=0), ValueError, "`queries` must be >= 1. Received: queries=0"),
+        (dict(meta_batch_size=0), ValueError, "`meta_batch_size` must be >= 1. Received: meta_batch_size=0"),
+        (dict(inner_steps=-1), ValueError, "`inner_steps` must be >= 0. Received: inner_steps=-1"),
+        (dict(inner_lr=0.0), ValueError, "`inner_lr` must be a finite number > 0. Received: inner_lr=0.0"),
+        (dict(meta_lr=float("nan")), ValueError, "`meta_lr` must be a finite number > 0. Received: meta_lr=nan"),
+        (dict(variant="mmal"), ValueError, "Received: variant='mmal'"),
+        (dict(strategy="horovod"), ValueError, "Received: strategy='horovod'"),
+        (dict(devices="GPU:0"), ValueError, "`devices` applies to strategy='mirrored' only. Received: strategy='default'"),
+        (dict(mixed_precision="float16"), ValueError, "Received: mixed_precision='float16'"),
+        (dict(num_iterations=0), ValueError, "`num_iterations` must be >= 1. Received: num_iterations=0"),
+        (dict(eval_episodes=0), ValueError, "`eval_episodes` must be >= 1. Received: eval_episodes=0"),
+        (dict(ways=2.5), TypeError, "`ways` must be an integer. Received: ways=2.5"),
+        (dict(seed=-1), ValueError, "`seed` must be >= 0. Received: seed=-1"),
+        (dict(dataset="omniglot"), ValueError, "needs `data_dir`"),
+        (dict(dataset=""), ValueError, "Received: dataset=''"),
+    ],
+)
+def test_validation_messages(kwargs, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        MetaTrainConfig(**kwargs)
+
+
+def test_json_round_trip_and_unknown_fields():
+    config = MetaTrainConfig(dataset="omniglot", data_dir="/d", ways=20, first_order=True)
+    assert MetaTrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="Unknown MetaTrainConfig field.*wayz"):
+        MetaTrainConfig.from_dict({"wayz": 5})
+
+
+def test_differences_ignore_resumable_fields():
+    a = MetaTrainConfig(num_iterations=10, workdir="x")
+    b = MetaTrainConfig(num_iterations=20, workdir="y", inner_lr=0.5)
+    assert a.differences(b) == {"inner_lr": (0.01, 0.5)}
+
+
+def test_presets():
+    assert set(PRESETS) == {"sinusoid", "omniglot_5w1s", "omniglot_20w1s"}
+    five = preset("omniglot_5w1s", data_dir="/data")
+    assert (five.ways, five.shots, five.inner_lr, five.meta_batch_size) == (5, 1, 0.4, 32)
+    twenty = preset("omniglot_20w1s", data_dir="/data")
+    assert (twenty.ways, twenty.inner_steps, twenty.inner_lr, twenty.meta_batch_size) == (20, 5, 0.1, 16)
+    assert preset("sinusoid").num_iterations == 70000
+    with pytest.raises(ValueError, match="Received: name='imagenet'"):
+        preset("imagenet")

@@ -1,0 +1,131 @@
+"""The one inner loop of the MAML family: a pure function over fast weights.
+
+Every gradient-based algorithm (MAML, first-order MAML, ANIL, Meta-SGD,
+MAML++, Reptile) adapts through `inner_loop`. It runs the learner with
+`keras.Model.stateless_call` on explicit weights, so the model's variables
+are never written, and it carries the non-trainable state (BatchNorm moving
+statistics) that each call returns.
+
+Second order comes for free: when an outer `tf.GradientTape` is recording,
+the inner tapes' gradient computations are recorded too, so the outer
+gradient differentiates through the updates. `first_order=True` wraps the
+inner gradients in `tf.stop_gradient` on the same code path.
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+import tensorflow as tf
+
+
+class InnerLoopResult(NamedTuple):
+    """What `inner_loop` returns.
+
+    Attributes:
+        trainable: the adapted (fast) trainable values after the last step.
+        non_trainable: the non-trainable state after the last step.
+        trajectory: `trainable` after each step, `trajectory[s]` after step
+            `s + 1` (length `steps`; `trajectory[-1] is trainable`).
+        states: non-trainable state after each step (length `steps`).
+        support_losses: support loss at the start of each step (length `steps`).
+    """
+
+    trainable: list
+    non_trainable: list
+    trajectory: list
+    states: list
+    support_losses: list
+
+
+def inner_loop(
+    forward: Callable,
+    loss_fn: Callable,
+    trainable: list,
+    non_trainable: list,
+    x,
+    y,
+    steps: int,
+    step_sizes: Callable,
+    first_order: bool = False,
+    state_for_step: Optional[Callable] = None,
+) -> InnerLoopResult:
+    """Plain gradient steps on a support loss, as a function of the weights.
+
+    For each step `s` and each adapted variable `i`:
+
+    ```
+    outputs, state = forward(theta, state, x)
+    g_i = d loss_fn(outputs, y) / d theta_i     # stop_gradient(g_i) if first_order
+    theta_i <- theta_i - step_sizes(s)[i] * g_i
+    ```
+
+    The loop is unrolled in Python (`steps` is static), which is what nested
+    tapes need for second-order gradients.
+
+    Args:
+        forward: `forward(trainable, non_trainable, x) -> (outputs,
+            new_non_trainable)`, typically `Model.stateless_call` with
+            `training` bound.
+        loss_fn: `loss_fn(outputs, y) -> scalar loss`.
+        trainable: initial trainable values (tensors or variables).
+        non_trainable: initial non-trainable values.
+        x: support inputs `(support_size, ...)`.
+        y: support labels or targets.
+        steps: number of inner steps (static, >= 0).
+        step_sizes: `step_sizes(step) -> list` aligned with `trainable`:
+            a learning rate (scalar or a tensor of the variable's shape) for
+            each adapted variable, None for the variables kept fixed.
+        first_order: drop second derivatives (`tf.stop_gradient` on the
+            inner gradients).
+        state_for_step: optional `state_for_step(step, state) -> state`,
+            the non-trainable values to use at `step` given the carried ones
+            (MAML++ per-step BatchNorm statistics); None: carry the state.
+
+    Returns:
+        An `InnerLoopResult`.
+
+    Raises:
+        ValueError: if `steps` is negative or `step_sizes` returns a list of
+            the wrong length.
+
+    Example:
+
+    ```python
+    forward = lambda w, s, x: model.stateless_call(w, s, x, training=True)
+    loss_fn = lambda out, y: tf.reduce_mean(tf.square(out - y))
+    result = inner_loop(forward, loss_fn, weights.trainable, weights.non_trainable,
+                        x, y, steps=1, step_sizes=lambda s: [0.01] * len(weights.trainable))
+    ```
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"`steps` must be a non-negative integer. Received: steps={steps!r}")
+    trainable = [tf.convert_to_tensor(t) for t in trainable]  # variables are read once, here
+    state = list(non_trainable)
+    trajectory, states, losses = [], [], []
+    for step in range(steps):
+        sizes = step_sizes(step)
+        if len(sizes) != len(trainable):
+            raise ValueError(
+                f"`step_sizes({step})` must give one entry per trainable value ({len(trainable)}). "
+                f"Received: {len(sizes)} entries"
+            )
+        adapted = [i for i, size in enumerate(sizes) if size is not None]
+        if state_for_step is not None:
+            state = list(state_for_step(step, state))
+        with tf.GradientTape() as tape:
+            tape.watch([trainable[i] for i in adapted])
+            outputs, state = forward(trainable, state, x)
+            loss = loss_fn(outputs, y)
+        grads = tape.gradient(loss, [trainable[i] for i in adapted])
+        trainable = list(trainable)
+        for i, grad in zip(adapted, grads):
+            if grad is None:  # a variable the loss does not depend on
+                continue
+            if first_order:
+                grad = tf.stop_gradient(grad)
+            size = tf.cast(tf.convert_to_tensor(sizes[i], dtype_hint=grad.dtype), grad.dtype)  # no float32 detour
+            trainable[i] = trainable[i] - size * grad
+        state = list(state)
+        trajectory.append(trainable)
+        states.append(state)
+        losses.append(loss)
+    return InnerLoopResult(trainable, state, trajectory, states, losses)

@@ -1,0 +1,478 @@
+"""`ClassDataset`: labelled images indexed by class, decoded once and kept in memory.
+
+All constructors end in the same place: one contiguous float32 array of images in
+`[0, 1]`, `(num_images, H, W, C)`, sorted by class, plus the offset of each class's
+first image. Episode samplers pick indices into that array (see `sampling.py`); the
+tf.data pipeline gathers them (see `pipeline.py`). Each class also carries a *group*
+(for Omniglot, its alphabet) so that splits never let a character cross.
+
+Sources:
+- `from_omniglot`: the published Omniglot zips read in place (no extraction), and/or an
+  unpacked `<alphabet>/<character>/*.png` tree; de-duplicated by `alphabet/character`.
+- `from_folder`: any folder of class subfolders. A *class* is every folder that
+  directly holds image files; its name is its path relative to the root, joined with
+  "/" (flat: `root/<class>/*.png` -> `"<class>"`; nested: `root/<a>/<b>/*.png` ->
+  `"<a>/<b>"`, group `"<a>"`). Images directly in the root are ignored; a leaf folder
+  holding no image is an error.
+- `from_tfds`: any TensorFlow Datasets image classification dataset.
+- `from_arrays`: images and integer labels already in memory.
+"""
+
+import io
+import pathlib
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_PIL_MODES = {1: "L", 3: "RGB"}
+
+
+def _resize_and_scale(images: list[np.ndarray], image_size, invert: bool, channels: int | None, names) -> np.ndarray:
+    """uint8 `(H, W, C)` images -> one float32 `(N, H', W', C')` array in [0, 1].
+
+    Images are resized in batches of equal original shape (bilinear with antialiasing,
+    i.e. area-like when shrinking) and inverted (`1 - x`) if asked.
+    """
+    if channels is not None:
+        images = [_convert_channels(image, channels) for image in images]
+    shapes = {image.shape for image in images}
+    if image_size is None and len(shapes) > 1:
+        first, other = images[0].shape, next(i for i, image in enumerate(images) if image.shape != images[0].shape)
+        raise ValueError(
+            f"Images have different shapes and no `image_size` was given: {names[0]} is {first}, "
+            f"{names[other]} is {images[other].shape}. Pass image_size=(height, width)."
+        )
+    out_shape = (image_size[0], image_size[1], images[0].shape[-1]) if image_size else images[0].shape
+    out = np.empty((len(images), *out_shape), np.float32)
+    for shape in shapes:
+        where = [i for i, image in enumerate(images) if image.shape == shape]
+        for start in range(0, len(where), 256):  # bounded memory for large sources
+            chunk = where[start : start + 256]
+            batch = np.stack([images[i] for i in chunk]).astype(np.float32) / 255.0  # (n, h, w, c)
+            if image_size is not None and tuple(shape[:2]) != tuple(image_size):
+                batch = tf.image.resize(batch, image_size, method="bilinear", antialias=True).numpy()
+            out[chunk] = batch
+    np.clip(out, 0.0, 1.0, out=out)
+    return 1.0 - out if invert else out
+
+
+def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """`(H, W)` or `(H, W, C)` uint8 -> `(H, W, channels)`, grey <-> RGB."""
+    image = image[..., None] if image.ndim == 2 else image
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        grey = image[..., :3].astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32)
+        return np.round(grey)[..., None].astype(np.uint8)
+    return np.repeat(image[..., :1], channels, axis=-1)
+
+
+def _decode(data: bytes, name: str, channels: int) -> np.ndarray:
+    """Decodes one image file's bytes to uint8 `(H, W, channels)`; names the file on failure."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.asarray(image.convert(_PIL_MODES[channels]))
+    except Exception as error:  # PIL raises several types for corrupt or truncated files.
+        raise ValueError(f"Could not decode image file {name}: {error}") from error
+    return array.reshape(*array.shape[:2], channels)
+
+
+def _check_channels(channels) -> None:
+    if channels not in _PIL_MODES:
+        raise ValueError(f"`channels` must be 1 or 3. Received: channels={channels!r}")
+
+
+def _check_image_size(image_size) -> None:
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ValueError(f"`image_size` must be None or (height, width). Received: image_size={image_size!r}")
+
+
+def _scan_folder(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    """Maps each folder under `root` that directly holds images to its sorted image files.
+
+    Keys are paths relative to `root` joined with "/". Hidden files are ignored.
+
+    Raises:
+        FileNotFoundError: if `root` is not a folder.
+        ValueError: if a leaf folder holds no image.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder not found: {root}")
+    classes = {}
+    for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+        files = sorted(
+            p for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if files:
+            classes[folder.relative_to(root).as_posix()] = files
+        elif folder != root and not any(p.is_dir() for p in folder.iterdir()):
+            raise ValueError(f"Class folder {folder} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    return classes
+
+
+class ClassDataset:
+    """Images indexed by class, decoded once into one contiguous in-memory array.
+
+    Build one with a `from_*` constructor; transforms (`select`, `split_by_alphabet`,
+    `random_split`, `with_rotations`) return new datasets and never copy more than they
+    must. Arrays are read-only.
+
+    Args:
+        images: float32 `(num_images, H, W, C)` in [0, 1], sorted by class.
+        class_offsets: int64 `(num_classes + 1,)`; class `c` owns
+            `images[class_offsets[c]:class_offsets[c + 1]]`.
+        class_names: one unique name per class.
+        groups: one group name per class (e.g. the Omniglot alphabet), or None.
+
+    Raises:
+        ValueError: if the arrays do not agree with each other, there is no class, a
+            class has no image, or a name repeats.
+
+    Example:
+
+    ```python
+    omniglot = ClassDataset.from_omniglot("/data/omniglot")        # 242 classes
+    train, test = omniglot.split_by_alphabet(
+        ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)"],
+        ["Sanskrit", "Tagalog"])
+    train = train.with_rotations((90, 180, 270))                   # 183 * 4 classes
+    ```
+    """
+
+    def __init__(self, images: np.ndarray, class_offsets: np.ndarray, class_names: Sequence[str], groups: Sequence[str] | None = None):
+        images = np.asarray(images, np.float32)
+        class_offsets = np.asarray(class_offsets, np.int64)
+        if images.ndim != 4:
+            raise ValueError(f"`images` must have shape (num_images, H, W, C). Received: images.shape={images.shape}")
+        if len(class_names) < 1:
+            raise ValueError("A ClassDataset needs at least one class. Received: 0 classes.")
+        if class_offsets.shape != (len(class_names) + 1,) or class_offsets[0] != 0 or class_offsets[-1] != len(images):
+            raise ValueError(
+                f"`class_offsets` must be ({len(class_names) + 1},), from 0 to {len(images)}. "
+                f"Received: class_offsets={class_offsets}"
+            )
+        counts = np.diff(class_offsets)
+        if counts.min() < 1:
+            raise ValueError(f"Class {class_names[int(counts.argmin())]!r} has no image.")
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"Class names must be unique. Received: {len(class_names)} names, {len(set(class_names))} distinct.")
+        groups = [""] * len(class_names) if groups is None else list(groups)
+        if len(groups) != len(class_names):
+            raise ValueError(f"`groups` needs one entry per class ({len(class_names)}). Received: {len(groups)} groups.")
+        images.setflags(write=False)
+        class_offsets.setflags(write=False)
+        self._images, self._offsets = images, class_offsets
+        self._class_names, self._groups = list(class_names), groups
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def images(self) -> np.ndarray:
+        """All images, float32 `(num_images, H, W, C)` in [0, 1], sorted by class."""
+        return self._images
+
+    @property
+    def class_offsets(self) -> np.ndarray:
+        """int64 `(num_classes + 1,)`: class `c` owns `images[offsets[c]:offsets[c + 1]]`."""
+        return self._offsets
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._class_names)
+
+    @property
+    def groups(self) -> list[str]:
+        """The group (Omniglot alphabet) of each class, `""` where there is none."""
+        return list(self._groups)
+
+    @property
+    def alphabets(self) -> list[str]:
+        """Sorted distinct groups (alphabets)."""
+        return sorted(set(self._groups))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self._images.shape[1:])
+
+    def num_images(self, class_id: int) -> int:
+        """Number of images of class `class_id`."""
+        return int(self._offsets[class_id + 1] - self._offsets[class_id])
+
+    def class_images(self, class_id: int) -> np.ndarray:
+        """The images of class `class_id`, `(n, H, W, C)` (a read-only view)."""
+        return self._images[self._offsets[class_id] : self._offsets[class_id + 1]]
+
+    def __repr__(self) -> str:
+        return f"ClassDataset(num_classes={self.num_classes}, num_images={len(self._images)}, image_shape={self.image_shape})"
+
+    # ---------------------------------------------------------------- constructors
+
+    @classmethod
+    def _from_class_lists(cls, per_class: Iterable[tuple[str, str, list[np.ndarray], list[str]]], image_size, invert, channels) -> "ClassDataset":
+        """Builds from `(class_name, group, uint8 images, file names)` tuples, in that order."""
+        names, groups, images, files, counts = [], [], [], [], []
+        for name, group, class_images, class_files in per_class:
+            names.append(name)
+            groups.append(group)
+            images.extend(class_images)
+            files.extend(class_files)
+            counts.append(len(class_images))
+        if not names:
+            raise ValueError("No classes found.")
+        pixels = _resize_and_scale(images, image_size, invert, channels, files)
+        return cls(pixels, np.concatenate([[0], np.cumsum(counts)]), names, groups)
+
+    @classmethod
+    def from_folder(cls, path, image_size=None, invert: bool = False, channels: int = 1) -> "ClassDataset":
+        """Reads a folder of class folders (flat or nested; see the module docstring).
+
+        Args:
+            path: the root folder.
+            image_size: `(height, width)` to resize to, or None to keep the size (all
+                images must then share it).
+            invert: whether to store `1 - x` (dark strokes on white become 1 on 0).
+            channels: 1 (greyscale) or 3 (RGB).
+
+        Returns:
+            A `ClassDataset`; classes sorted by name, group = the class's parent path.
+
+        Raises:
+            FileNotFoundError: if `path` is not a folder.
+            ValueError: if no folder holds images, a leaf folder holds none, an image
+                cannot be decoded (the file is named), or sizes differ without `image_size`.
+        """
+        _check_channels(channels)
+        _check_image_size(image_size)
+        root = pathlib.Path(path)
+        classes = {name: files for name, files in _scan_folder(root).items() if name != "."}
+        if not classes:
+            raise ValueError(f"No class folders with images found in {root}: expected {root}/<class>/<image files>.")
+        return cls._from_class_lists(
+            (
+                (name, name.rpartition("/")[0], [_decode(f.read_bytes(), str(f), channels) for f in files], [str(f) for f in files])
+                for name, files in classes.items()
+            ),
+            image_size, invert, channels,
+        )
+
+    @classmethod
+    def from_omniglot(cls, path, image_size=(28, 28)) -> "ClassDataset":
+        """Reads Omniglot: the published zips in place and/or an unpacked tree.
+
+        `path` is a zip file or a folder. In a folder, every `*.zip` directly inside it
+        is read (sorted by name), then every folder below it that holds PNGs. A class
+        is `<alphabet>/<character>`, the last two folders of an image's path; a class
+        found in several sources is taken from the first one only (Greek and Latin are
+        in both published archives). Images are resized, inverted (strokes are 1) and
+        greyscale.
+
+        Args:
+            path: a folder (holding zips or the unpacked tree) or one zip file.
+            image_size: `(height, width)`; `None` keeps 105x105.
+
+        Returns:
+            A `ClassDataset` with classes named `"Alphabet/characterNN"`, sorted, whose
+            groups are the alphabets.
+
+        Raises:
+            FileNotFoundError: if `path` does not exist.
+            ValueError: if no Omniglot image is found or an image cannot be decoded.
+        """
+        _check_image_size(image_size)
+        root = pathlib.Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"Omniglot data not found: {root}")
+        zips = [root] if root.is_file() else sorted(root.glob("*.zip"))
+        sources: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
+        for zip_path in zips:
+            archive = zipfile.ZipFile(zip_path)
+            found: dict[str, list] = {}
+            for member in sorted(archive.namelist()):
+                parts = member.split("/")
+                if member.lower().endswith(".png") and len(parts) >= 3:
+                    found.setdefault(f"{parts[-3]}/{parts[-2]}", []).append(
+                        (f"{zip_path}:{member}", lambda a=archive, m=member: a.read(m))
+                    )
+            for key, files in found.items():
+                sources.setdefault(key, files)
+        if root.is_dir():
+            folders = _scan_folder(root)
+            for rel, files in folders.items():
+                parts = rel.split("/")
+                if len(parts) >= 2 and files[0].suffix.lower() == ".png":
+                    sources.setdefault(f"{parts[-2]}/{parts[-1]}", [(str(f), f.read_bytes) for f in files])
+        if not sources:
+            raise ValueError(f"No Omniglot images found in {root}: expected *.zip or <alphabet>/<character>/*.png.")
+        return cls._from_class_lists(
+            (
+                (key, key.split("/")[0], [_decode(read(), name, 1) for name, read in sources[key]], [n for n, _ in sources[key]])
+                for key in sorted(sources)
+            ),
+            image_size, True, 1,
+        )
+
+    @classmethod
+    def from_tfds(cls, name: str, split: str, image_key: str = "image", label_key: str = "label", image_size=None,
+                  invert: bool = False, channels: int | None = None, data_dir=None, group_key: str | None = None) -> "ClassDataset":
+        """Reads an image classification dataset from TensorFlow Datasets.
+
+        Args:
+            name: TFDS name, e.g. `"omniglot"`, `"cifar100"`.
+            split: TFDS split, e.g. `"train"`, `"test[:10%]"`.
+            image_key: feature holding the uint8 image.
+            label_key: feature holding the integer class.
+            image_size: `(height, width)` to resize to, or None.
+            invert: whether to store `1 - x`.
+            channels: None to keep the dataset's channels, or 1 / 3 to convert.
+            data_dir: TFDS data folder (None: TFDS's default).
+            group_key: optional integer feature giving each class's group (e.g.
+                `"alphabet"` for Omniglot); a class takes its examples' group.
+
+        Returns:
+            A `ClassDataset` with one class per label, named by the label's
+            `ClassLabel` name where there is one.
+
+        Raises:
+            ValueError: if a key is not a feature of the dataset or arguments are bad.
+        """
+        import tensorflow_datasets as tfds  # imported here: only this constructor needs it.
+
+        if channels is not None:
+            _check_channels(channels)
+        _check_image_size(image_size)
+        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, shuffle_files=False)
+        for key in (image_key, label_key) + ((group_key,) if group_key else ()):
+            if key not in info.features:
+                raise ValueError(f"{key!r} is not a feature of {name}; features: {sorted(info.features)}. Received: {key!r}")
+        images, labels, groups = [], [], []
+        for example in tfds.as_numpy(dataset):
+            images.append(example[image_key])
+            labels.append(int(example[label_key]))
+            groups.append(str(example[group_key]) if group_key else "")
+        label_names = getattr(info.features[label_key], "names", None)
+        group_names = getattr(info.features[group_key], "names", None) if group_key else None
+        if group_names:
+            groups = [group_names[int(g)] for g in groups]
+        images = [image[..., None] if image.ndim == 2 else image for image in images]
+        pixels = _resize_and_scale(images, image_size, invert, channels, [f"{name}/{split}[{i}]" for i in range(len(images))])
+        return cls.from_arrays(pixels, np.array(labels), class_names=label_names, groups=dict(zip(labels, groups)))
+
+    @classmethod
+    def from_arrays(cls, images, labels, class_names: Sequence[str] | None = None, groups: dict | None = None) -> "ClassDataset":
+        """Builds from arrays in memory.
+
+        Args:
+            images: `(N, H, W, C)` or `(N, H, W)`; uint8 (scaled by 1/255) or float in [0, 1].
+            labels: `(N,)` integer class of each image.
+            class_names: optional names indexed by label value; default `str(label)`.
+            groups: optional `{label: group}`.
+
+        Returns:
+            A `ClassDataset` with one class per distinct label, in increasing label order.
+
+        Raises:
+            ValueError: on mismatched lengths, bad ranks, or float values outside [0, 1].
+        """
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4 or labels.shape != (len(images),):
+            raise ValueError(
+                f"`images` must be (N, H, W[, C]) and `labels` (N,). Received: images.shape={images.shape}, labels.shape={labels.shape}"
+            )
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / 255.0
+        elif images.size and (images.min() < 0.0 or images.max() > 1.0):
+            raise ValueError(f"Float images must be in [0, 1]. Received: min={images.min()}, max={images.max()}")
+        order = np.argsort(labels, kind="stable")
+        values, counts = np.unique(labels, return_counts=True)
+        names = [str(v) if class_names is None else class_names[int(v)] for v in values]
+        group_list = None if groups is None else [groups.get(int(v), "") for v in values]
+        return cls(images[order], np.concatenate([[0], np.cumsum(counts)]), names, group_list)
+
+    # ---------------------------------------------------------------- transforms
+
+    def _subset(self, class_ids: Sequence[int]) -> "ClassDataset":
+        class_ids = list(class_ids)
+        index = np.concatenate([np.arange(self._offsets[c], self._offsets[c + 1]) for c in class_ids])
+        counts = [self.num_images(c) for c in class_ids]
+        return ClassDataset(
+            self._images[index], np.concatenate([[0], np.cumsum(counts)]),
+            [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids],
+        )
+
+    def select(self, classes: Sequence[str] | Callable[[str], bool]) -> "ClassDataset":
+        """The classes named in `classes` (or for which the predicate is true), in this dataset's order.
+
+        Raises:
+            ValueError: if a name is unknown or nothing is selected.
+        """
+        if callable(classes):
+            chosen = [i for i, name in enumerate(self._class_names) if classes(name)]
+        else:
+            unknown = sorted(set(classes) - set(self._class_names))
+            if unknown:
+                raise ValueError(f"Unknown class names: {unknown[:5]}{' ...' if len(unknown) > 5 else ''} (of {len(unknown)}).")
+            wanted = set(classes)
+            chosen = [i for i, name in enumerate(self._class_names) if name in wanted]
+        if not chosen:
+            raise ValueError(f"No class selected out of {self.num_classes}. Received: classes={classes!r}")
+        return self._subset(chosen)
+
+    def split_by_alphabet(self, *alphabets: Sequence[str]) -> tuple["ClassDataset", ...]:
+        """One dataset per list of alphabets (groups), e.g. `(train, test)`; no class crosses.
+
+        Raises:
+            ValueError: if an alphabet is unknown or appears in two lists.
+        """
+        known, seen = set(self._groups), set()
+        for names in alphabets:
+            if isinstance(names, str):
+                raise ValueError(f"Each split must be a list of alphabets, not a string. Received: {names!r}")
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise ValueError(f"Unknown alphabet(s) {unknown}; known: {sorted(known)}.")
+            if seen & set(names):
+                raise ValueError(f"Alphabet(s) {sorted(seen & set(names))} appear in more than one split.")
+            seen |= set(names)
+        return tuple(self._subset([i for i, g in enumerate(self._groups) if g in set(names)]) for names in alphabets)
+
+    def random_split(self, sizes: Sequence[int], seed: int = 0) -> tuple["ClassDataset", ...]:
+        """Splits the classes at random, reproducibly from `seed`, into parts of `sizes` classes.
+
+        Raises:
+            ValueError: if a size is below 1 or the sizes add up to more than `num_classes`.
+        """
+        if any(s < 1 for s in sizes) or sum(sizes) > self.num_classes:
+            raise ValueError(f"`sizes` must be positive and add up to at most {self.num_classes}. Received: sizes={list(sizes)}")
+        order = np.random.default_rng(seed).permutation(self.num_classes)
+        bounds = np.cumsum([0, *sizes])
+        return tuple(self._subset(sorted(order[a:b])) for a, b in zip(bounds[:-1], bounds[1:]))
+
+    def with_rotations(self, angles: Sequence[int] = (90, 180, 270)) -> "ClassDataset":
+        """Adds each class rotated (counter-clockwise, like `np.rot90`) by each angle as a new class.
+
+        The new classes follow all the originals, one block per angle, named
+        `"<name>@rot<angle>"` and keeping the original's group.
+
+        Raises:
+            ValueError: if an angle is not a multiple of 90 in (0, 360), or images are
+                not square.
+        """
+        if any(a % 90 or not 0 < a < 360 for a in angles):
+            raise ValueError(f"`angles` must be multiples of 90 in (0, 360). Received: angles={tuple(angles)}")
+        if self.image_shape[0] != self.image_shape[1]:
+            raise ValueError(f"Rotations need square images. Received: image_shape={self.image_shape}")
+        images = [self._images] + [np.rot90(self._images, a // 90, axes=(1, 2)) for a in angles]
+        counts = np.tile(np.diff(self._offsets), len(angles) + 1)
+        names = self._class_names + [f"{n}@rot{a}" for a in angles for n in self._class_names]
+        return ClassDataset(np.concatenate(images), np.concatenate([[0], np.cumsum(counts)]), names, self._groups * (len(angles) + 1))

@@ -1,0 +1,114 @@
+"""`BatchNorm`: batch normalisation whose batch moments are fully differentiable.
+
+Why not `keras.layers.BatchNormalization`: on the TensorFlow backend it computes
+the batch moments with `tf.nn.moments`, which stops the gradient through the
+mean inside the variance (`var = mean(square(x - stop_gradient(mean)))`). First
+derivatives are unaffected (the gradient of the variance with respect to the
+mean is zero), but second derivatives are wrong, so second-order MAML
+meta-gradients through Keras's layer are biased (measured in float64 against
+finite differences: relative error ~3e-2, against ~1e-10 with this layer; see
+`tests/algorithms/test_maml_gradients.py`).
+
+BatchNorm policy of tfmeta's MAML family (as Finn et al., 2017):
+
+* With `training=True` the layer normalises with the statistics of the current
+  batch, in the inner loop (support set) *and* on the query set: evaluation is
+  transductive over the query batch. Second-order meta-gradients are exact.
+* The moving statistics are non-trainable variables, updated with `momentum`
+  through the non-trainable state that `Model.stateless_call` returns (the
+  inner loop carries that state; it never writes the variables itself).
+* With `training=False` the moving statistics are used.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tfmeta")
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation over all axes but the last, with exact second derivatives.
+
+    In training mode:
+
+    ```
+    mean = reduce_mean(x, axes)
+    var = reduce_mean(square(x - mean), axes)          # no stop_gradient
+    y = gamma * (x - mean) / sqrt(var + epsilon) + beta
+    moving_mean = momentum * moving_mean + (1 - momentum) * mean
+    moving_var = momentum * moving_var + (1 - momentum) * var
+    ```
+
+    In inference mode the moving statistics replace `mean` and `var`.
+
+    Args:
+        momentum: decay of the moving statistics, in `[0, 1)`.
+        epsilon: small float added to the variance.
+        center: whether to learn the offset `beta`.
+        scale: whether to learn the scale `gamma`.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Raises:
+        ValueError: if `momentum` is not in `[0, 1)` or `epsilon` is not positive.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(64, 3, padding="same"),
+        tfmeta.models.BatchNorm(),
+        keras.layers.ReLU(),
+    ])
+    ```
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, center=True, scale=True, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum}")
+        if not epsilon > 0.0:
+            raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = center
+        self.scale = scale
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"The last axis of the input must be known. Received: input_shape={input_shape}")
+        shape = (channels,)
+        self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma") if self.scale else None
+        self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta") if self.center else None
+        self.moving_mean = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(
+            shape=shape, initializer="ones", trainable=False, name="moving_variance"
+        )
+
+    def call(self, inputs, training=False):
+        axes = list(range(len(inputs.shape) - 1))
+        if training:
+            mean = tf.reduce_mean(inputs, axis=axes)  # (channels,)
+            variance = tf.reduce_mean(tf.square(inputs - mean), axis=axes)  # differentiable through mean
+            decay = tf.constant(self.momentum, self.moving_mean.dtype)  # no float32 detour
+            self.moving_mean.assign(decay * self.moving_mean + (1.0 - decay) * tf.stop_gradient(mean))
+            self.moving_variance.assign(
+                decay * self.moving_variance + (1.0 - decay) * tf.stop_gradient(variance)
+            )
+        else:
+            mean = tf.cast(self.moving_mean, inputs.dtype)
+            variance = tf.cast(self.moving_variance, inputs.dtype)
+        outputs = (inputs - mean) * tf.math.rsqrt(variance + tf.constant(self.epsilon, inputs.dtype))
+        if self.gamma is not None:
+            outputs = outputs * tf.cast(self.gamma, inputs.dtype)
+        if self.beta is not None:
+            outputs = outputs + tf.cast(self.beta, inputs.dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, epsilon=self.epsilon, center=self.center, scale=self.scale)
+        return config

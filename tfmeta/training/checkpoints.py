@@ -1,0 +1,103 @@
+"""The run directory: `config.json` (written atomically) and checkpoints.
+
+Layout of a workdir::
+
+    <workdir>/config.json          the resolved MetaTrainConfig
+    <workdir>/checkpoints/         tf.train.CheckpointManager (ckpt-<step>.*, `checkpoint`)
+    <workdir>/tensorboard/         tf.summary scalars
+
+Checkpoints are safe against a crash while saving: TensorFlow writes a
+checkpoint's shards into a temporary directory, then merges them into
+`ckpt-<step>.index` / `.data-*`, and only then rewrites the small `checkpoint`
+state file (write to a temporary file + rename). `latest_checkpoint` reads that
+state file, so a half-written `ckpt-<step>` is never picked up: resuming uses
+the previous complete checkpoint (tests/training/test_checkpoints.py shows it).
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+
+import tensorflow as tf
+
+from tfmeta.training.config import MetaTrainConfig
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class WorkdirConfigMismatchError(ValueError):
+    """The workdir belongs to a run with a different configuration."""
+
+
+def write_json_atomic(path, value) -> None:
+    """Writes `value` as JSON to `path` atomically (temporary file + `os.replace`).
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_config(workdir) -> MetaTrainConfig:
+    """Reads `<workdir>/config.json`.
+
+    Raises:
+        FileNotFoundError: if the workdir holds no `config.json`.
+    """
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"No {CONFIG_FILE} in the workdir (not a tfmeta run?). Received: workdir={workdir!r}")
+    return MetaTrainConfig.from_dict(json.loads(path.read_text()))
+
+
+def latest_checkpoint(workdir):
+    """Path prefix of the latest complete checkpoint in `workdir`, or None."""
+    return tf.train.latest_checkpoint(str(pathlib.Path(workdir) / CHECKPOINT_DIR))
+
+
+def prepare_workdir(config: MetaTrainConfig) -> None:
+    """Checks that `config` may use its workdir, then writes `config.json`.
+
+    * A fresh (or empty) workdir: writes `config.json`.
+    * A workdir with checkpoints and `config.resume=False`: error (never
+      overwrites a run).
+    * A workdir whose `config.json` differs from `config` in a field that
+      changes the training trajectory (anything but
+      `config.RESUMABLE_FIELDS`): error naming the fields.
+
+    Raises:
+        WorkdirConfigMismatchError: on a different configuration.
+        FileExistsError: if the workdir holds checkpoints and `resume` is False.
+    """
+    workdir = pathlib.Path(config.workdir)
+    existing = workdir / CONFIG_FILE
+    if existing.is_file():
+        previous = load_config(workdir)
+        differences = config.differences(previous)
+        if differences:
+            detail = ", ".join(f"{k}={new!r} (workdir has {old!r})" for k, (new, old) in sorted(differences.items()))
+            raise WorkdirConfigMismatchError(
+                f"The workdir {str(workdir)!r} holds a run with a different configuration; "
+                f"refusing to overwrite it. Choose another --workdir or the same settings. Received: {detail}"
+            )
+    if latest_checkpoint(workdir) is not None and not config.resume:
+        raise FileExistsError(
+            f"The workdir {str(workdir)!r} already holds checkpoints and resume is off; refusing to overwrite "
+            f"them. Pass --resume to continue that run or choose another --workdir. Received: resume=False"
+        )
+    write_json_atomic(existing, config.to_dict())

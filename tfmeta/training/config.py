@@ -1,0 +1,183 @@
+"""`MetaTrainConfig`: everything that defines a meta-training run."""
+
+import dataclasses
+import json
+import math
+
+DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
+VARIANTS = ("maml", "fomaml", "anil", "metasgd", "maml++", "reptile")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
+
+# Fields that may differ when a run is resumed: they change how long the run goes
+# on, how it reports and where things go, but not the trajectory of the parameters.
+# The strategy may change too: the update is the mean over the same global
+# meta-batch at any replica count (equal up to float round-off).
+RESUMABLE_FIELDS = frozenset(
+    {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "resume", "data_dir", "strategy",
+     "devices"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+    """Configuration of one meta-training run (the defaults live here only).
+
+    With no arguments: second-order MAML on sinusoid regression (Finn et al.,
+    2017): an MLP 40-40, K=5 support and 10 query points, one inner step of
+    size 0.01, meta-batch 25, Adam 1e-3, short enough for a few CPU minutes.
+    Published settings are in `tfmeta.training.presets`.
+
+    Attributes:
+        dataset: `"sinusoid"`, `"omniglot"` (the Omniglot archives or an
+            unpacked tree in `data_dir`), `"folder"` (an image folder
+            `<class>/*.png` in `data_dir`) or a TFDS name.
+        data_dir: where the data lives (`omniglot`, `folder`, TFDS cache).
+        ways: classes per task (classification only).
+        shots: support examples per class (regression: support points).
+        queries: query examples per class (regression: query points).
+        meta_batch_size: tasks per meta-update.
+        inner_steps: inner (adaptation) steps during meta-training.
+        inner_lr: inner learning rate (initial value for learned ones).
+        eval_inner_steps: inner steps at evaluation time; the final test also
+            reports 0, 1, 5 and 10 steps where these are <= this value.
+        meta_lr: outer (Adam) learning rate.
+        first_order: drop second derivatives (first-order MAML).
+        variant: one of `"maml"`, `"fomaml"`, `"anil"`, `"metasgd"`,
+            `"maml++"`, `"reptile"`.
+        num_iterations: number of meta-updates in total (also when resuming).
+        eval_every: steps between checkpoints and validation evaluations.
+        eval_episodes: tasks for each evaluation (final test: at least this).
+        seed: seeds the learner's initialisation and every task stream.
+        workdir: run directory (`config.json`, `checkpoints/`,
+            `tensorboard/`); None: `runs/<variant>_<dataset>`.
+        export_dir: root of SavedModel exports (`<export_dir>/<name>/<version>`).
+        resume: continue from the latest checkpoint in `workdir` if there is
+            one (its `config.json` must match); if False, a `workdir` that
+            already holds checkpoints is an error (never overwritten).
+        strategy: `tf.distribute` strategy: `"default"` (one device),
+            `"mirrored"` (all local GPUs, or `devices`), `"multi_worker"`
+            (`MultiWorkerMirroredStrategy` from `TF_CONFIG`) or `"tpu"`
+            (untested). `meta_batch_size` is the global meta-batch: each
+            replica gets `meta_batch_size / replicas` distinct tasks and the
+            replicas' mean gradients are averaged (see
+            `tfmeta.training.distribute`). May change when resuming.
+        devices: devices of the `"mirrored"` strategy, comma-separated
+            (`"GPU:0,GPU:1"`); None: all local GPUs.
+        mixed_precision: `"none"`, `"mixed_float16"` (with loss scaling) or
+            `"mixed_bfloat16"`: 16-bit computation, float32 variables.
+    """
+
+    dataset: str = "sinusoid"
+    data_dir: str | None = None
+    ways: int = 5
+    shots: int = 5
+    queries: int = 10
+    meta_batch_size: int = 25
+    inner_steps: int = 1
+    inner_lr: float = 0.01
+    eval_inner_steps: int = 10
+    meta_lr: float = 1e-3
+    first_order: bool = False
+    variant: str = "maml"
+    num_iterations: int = 10000
+    eval_every: int = 1000
+    eval_episodes: int = 600
+    seed: int = 0
+    workdir: str | None = None
+    export_dir: str = "saved_models"
+    resume: bool = True
+    strategy: str = "default"
+    devices: str | None = None
+    mixed_precision: str = "none"
+
+    def __post_init__(self):
+        for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
+                     "num_iterations", "eval_every", "eval_episodes", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
+        for name in ("shots", "queries", "meta_batch_size", "num_iterations", "eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
+        if self.ways < 2:
+            raise ValueError(f"ways must be >= 2. Received: ways={self.ways}")
+        if self.inner_steps < 0 or self.eval_inner_steps < 0:
+            name = "inner_steps" if self.inner_steps < 0 else "eval_inner_steps"
+            raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"`seed` must be >= 0. Received: seed={self.seed}")
+        for name in ("inner_lr", "meta_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"`variant` must be one of {', '.join(VARIANTS)}. Received: variant={self.variant!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: strategy={self.strategy!r}"
+            )
+        if self.devices is not None and self.strategy != "mirrored":
+            raise ValueError(
+                f"`devices` applies to strategy='mirrored' only. Received: strategy={self.strategy!r}, "
+                f"devices={self.devices!r}"
+            )
+        if self.mixed_precision not in MIXED_PRECISION_POLICIES:
+            raise ValueError(
+                f"`mixed_precision` must be one of {', '.join(MIXED_PRECISION_POLICIES)}. "
+                f"Received: mixed_precision={self.mixed_precision!r}"
+            )
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"`dataset` must be a non-empty string. Received: dataset={self.dataset!r}")
+        if self.dataset in ("omniglot", "folder") and not self.data_dir:
+            raise ValueError(
+                f"dataset={self.dataset!r} needs `data_dir` (the folder holding the images). "
+                f"Received: data_dir={self.data_dir!r}"
+            )
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether the tasks are regression tasks (sinusoid)."""
+        return self.dataset == "sinusoid"
+
+    def resolved(self) -> "MetaTrainConfig":
+        """A copy with derived defaults filled in (`workdir`)."""
+        if self.workdir is not None:
+            return self
+        return dataclasses.replace(self, workdir=f"runs/{self.variant}_{self.dataset}")
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """The fields as pretty JSON (what `config.json` holds)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MetaTrainConfig":
+        """Builds a config from a dict such as `to_dict()`'s.
+
+        Raises:
+            ValueError: on an unknown field name.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown MetaTrainConfig field(s): {', '.join(unknown)}. Received: {values!r}")
+        return cls(**values)
+
+    def resumable_fields(self) -> frozenset:
+        """Fields a resumed run may change: `RESUMABLE_FIELDS`, except
+        `num_iterations` for MAML++ (its cosine meta-lr schedule spans it)."""
+        if self.variant == "maml++":
+            return RESUMABLE_FIELDS - {"num_iterations"}
+        return RESUMABLE_FIELDS
+
+    def differences(self, other: "MetaTrainConfig", ignore=None) -> dict:
+        """`{field: (self_value, other_value)}` for fields that differ, minus
+        `ignore` (default: `resumable_fields()`)."""
+        ignore = self.resumable_fields() if ignore is None else ignore
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}

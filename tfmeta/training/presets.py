@@ -1,0 +1,55 @@
+"""Published settings as data: `preset(name, **overrides)` -> `MetaTrainConfig`.
+
+Only the fields that differ from `MetaTrainConfig`'s defaults are listed.
+Sources: Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast
+Adaptation of Deep Networks" (ICML 2017), section 5 and appendix A.1, and
+their reference code (`cbfinn/maml`, main.py usage notes).
+"""
+
+import dataclasses
+
+from tfmeta.training.config import MetaTrainConfig
+
+PRESETS = {
+    # Sinusoid regression: MLP 40-40 (ReLU), K=5 support, 1 inner step of 0.01,
+    # meta-batch 25, Adam 1e-3, 70,000 meta-iterations; tested with 1/5/10 steps.
+    "sinusoid": dict(
+        dataset="sinusoid", shots=5, queries=10, meta_batch_size=25, inner_steps=1, inner_lr=0.01,
+        eval_inner_steps=10, meta_lr=1e-3, num_iterations=70000,
+    ),
+    # Omniglot 5-way 1-shot: Conv-4 (64 filters), 1 inner step of 0.4, meta-batch 32,
+    # 60,000 meta-iterations; 3 inner steps at test time.
+    "omniglot_5w1s": dict(
+        dataset="omniglot", ways=5, shots=1, queries=1, meta_batch_size=32, inner_steps=1, inner_lr=0.4,
+        eval_inner_steps=3, meta_lr=1e-3, num_iterations=60000,
+    ),
+    # Omniglot 20-way 1-shot: 5 inner steps of 0.1, meta-batch 16; 5 steps at test.
+    "omniglot_20w1s": dict(
+        dataset="omniglot", ways=20, shots=1, queries=1, meta_batch_size=16, inner_steps=5, inner_lr=0.1,
+        eval_inner_steps=5, meta_lr=1e-3, num_iterations=60000,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> MetaTrainConfig:
+    """The published configuration `name`, with `overrides` applied.
+
+    Args:
+        name: one of `PRESETS` (`"sinusoid"`, `"omniglot_5w1s"`, `"omniglot_20w1s"`).
+        **overrides: `MetaTrainConfig` fields to change (e.g. `data_dir`).
+
+    Returns:
+        A validated `MetaTrainConfig`.
+
+    Raises:
+        ValueError: on an unknown preset name (or a bad override value).
+
+    Example:
+
+    ```python
+    config = preset("omniglot_5w1s", data_dir="/data/omniglot", workdir="runs/o5")
+    ```
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset; expected one of {', '.join(PRESETS)}. Received: name={name!r}")
+    return dataclasses.replace(MetaTrainConfig(), **{**PRESETS[name], **overrides})

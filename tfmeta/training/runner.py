@@ -1,0 +1,232 @@
+"""`run(config)`: builds data, learner and algorithm from a config, meta-trains, tests.
+
+The trainers in `trainers/` are flags -> `MetaTrainConfig` -> `run(config)`.
+"""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from tfmeta import evaluation
+from tfmeta.training.config import MetaTrainConfig
+from tfmeta.training.loop import MetaTrainer
+
+# Alphabet split of the Omniglot sample (shared/data/README.md): no character crosses it.
+OMNIGLOT_TRAIN_ALPHABETS = ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)")
+OMNIGLOT_TEST_ALPHABETS = ("Sanskrit", "Tagalog")
+# Validation and test tasks are drawn at steps far beyond any training step, so
+# with the same seed they never coincide with training tasks (sinusoids).
+VALIDATION_START_STEP = 10**9
+TEST_START_STEP = 2 * 10**9
+# The final test reports these inner-step counts (those <= eval_inner_steps),
+# plus eval_inner_steps itself.
+REPORT_STEPS = (0, 1, 5, 10)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `run` returns.
+
+    Attributes:
+        config: the resolved configuration.
+        trainer: the `MetaTrainer` (its `.algorithm` holds the trained state).
+        history: per-evaluation training records.
+        test_results: `{inner_steps: evaluate(...) dict}` on the test tasks.
+    """
+
+    config: MetaTrainConfig
+    trainer: MetaTrainer
+    history: list
+    test_results: dict
+
+
+class _Sources:
+    """Train and test class sources of a classification config (loaded once)."""
+
+    def __init__(self, config: MetaTrainConfig):
+        from tfmeta.data.sources import ClassDataset
+
+        if config.dataset == "omniglot":
+            everything = ClassDataset.from_omniglot(config.data_dir)
+            train, test = everything.split_by_alphabet(OMNIGLOT_TRAIN_ALPHABETS, OMNIGLOT_TEST_ALPHABETS)
+            self.train, self.test = train.with_rotations((90, 180, 270)), test
+        elif config.dataset == "folder":
+            everything = ClassDataset.from_folder(config.data_dir)
+            num_test = max(config.ways, everything.num_classes // 5)
+            self.test, self.train = everything.random_split(
+                [num_test, everything.num_classes - num_test], seed=config.seed
+            )
+        else:  # A TFDS name: its train split for meta-training, test split for testing.
+            self.train = ClassDataset.from_tfds(config.dataset, split="train", data_dir=config.data_dir)
+            self.test = ClassDataset.from_tfds(config.dataset, split="test", data_dir=config.data_dir)
+
+
+def train_dataset_fn(config: MetaTrainConfig, sources=None):
+    """`(start_step, input_context) -> Dataset` of training meta-batches for `config`."""
+    if config.is_regression:
+        from tfmeta.data.regression import sinusoid_tasks
+
+        def make(start_step, input_context=None):
+            if input_context is not None and input_context.num_replicas_in_sync > 1:
+                raise ValueError(
+                    "sinusoid tasks do not shard across replicas yet. "
+                    f"Received: num_replicas_in_sync={input_context.num_replicas_in_sync}"
+                )
+            return sinusoid_tasks(config.shots, config.queries, config.meta_batch_size,
+                                  seed=config.seed, start_step=start_step)
+
+        return make
+    from tfmeta.data.pipeline import episode_dataset
+
+    def make(start_step, input_context=None):
+        return episode_dataset(sources.train, config.ways, config.shots, config.queries, config.meta_batch_size,
+                               seed=config.seed, start_step=start_step, input_context=input_context)
+
+    return make
+
+
+def eval_dataset_fn(config: MetaTrainConfig, sources=None, start_step=VALIDATION_START_STEP, num_episodes=None):
+    """`() -> Dataset` of finite meta-batches of unseen tasks (test classes)."""
+    num_episodes = num_episodes or config.eval_episodes
+    num_steps = math.ceil(num_episodes / config.meta_batch_size)
+    if config.is_regression:
+        from tfmeta.data.regression import sinusoid_tasks
+
+        return lambda: sinusoid_tasks(config.shots, config.queries, config.meta_batch_size, seed=config.seed,
+                                      start_step=start_step).take(num_steps)
+    from tfmeta.data.pipeline import episode_dataset
+
+    return lambda: episode_dataset(sources.test, config.ways, config.shots, config.queries, config.meta_batch_size,
+                                   seed=config.seed, start_step=start_step, num_steps=num_steps)
+
+
+def algorithm_fn(config: MetaTrainConfig, sources=None):
+    """`() -> Algorithm`: the learner (MLP 40-40 or Conv-4) wrapped by the variant."""
+    from tfmeta import algorithms, models
+
+    def make():
+        if config.is_regression:
+            model = models.mlp(input_dim=1, hidden=(40, 40), outputs=1)
+            task = "regression"
+        else:
+            model = models.conv4(config.ways, input_shape=tuple(sources.train.image_shape))
+            task = "classification"
+        kwargs = dict(task=task, inner_steps=config.inner_steps, inner_lr=config.inner_lr,
+                      eval_inner_steps=config.eval_inner_steps)
+        if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
+            kwargs["first_order"] = config.first_order
+        return algorithms.build(config.variant, model, **kwargs)
+
+    return make
+
+
+def optimizer_fn(config: MetaTrainConfig):
+    """`() -> keras optimizer`: Adam(meta_lr) for every variant (Reptile's displacement
+    is its "gradient"); MAML++ anneals it with a cosine schedule over num_iterations."""
+
+    def make():
+        learning_rate = config.meta_lr
+        if config.variant == "maml++":  # Antoniou et al. 2019: cosine annealing down to 1e-5.
+            from tfmeta.algorithms import cosine_annealing
+
+            learning_rate = cosine_annealing(config.meta_lr, config.num_iterations, min(1e-5, config.meta_lr))
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+
+    return make
+
+
+def report_steps(config: MetaTrainConfig) -> list:
+    """Inner-step counts reported by the final test."""
+    return sorted({s for s in REPORT_STEPS if s <= config.eval_inner_steps} | {config.eval_inner_steps})
+
+
+def evaluate_on_test(trainer: MetaTrainer, config: MetaTrainConfig, sources=None, verbose=True) -> dict:
+    """Evaluates the trained algorithm on `config.eval_episodes` unseen test tasks."""
+    dataset = eval_dataset_fn(config, sources, start_step=TEST_START_STEP)
+    results = {}
+    for steps in report_steps(config):
+        results[steps] = evaluation.evaluate(trainer.algorithm, dataset(), config.eval_episodes, steps=steps)
+        if verbose:
+            print(f"test after {steps:2d} inner steps: {evaluation.format_results(results[steps])}", flush=True)
+    return results
+
+
+def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True):
+    """A `MetaTrainer` for `config` and the class sources it uses (None for regression)."""
+    config = config.resolved()
+    if strategy is None:
+        strategy = tf.distribute.get_strategy()  # "default"; more strategies come later.
+    sources = None if config.is_regression else _Sources(config)
+    trainer = MetaTrainer(
+        config,
+        build_algorithm=algorithm_fn(config, sources),
+        train_dataset=train_dataset_fn(config, sources),
+        eval_dataset=eval_dataset_fn(config, sources),
+        build_optimizer=optimizer_fn(config),
+        strategy=strategy,
+        verbose=verbose,
+    )
+    return trainer, sources
+
+
+def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResult:
+    """Meta-trains (or resumes) as `config` says, then tests on unseen tasks.
+
+    Args:
+        config: the run's `MetaTrainConfig`.
+        strategy: a `tf.distribute.Strategy` (default: the current one).
+        verbose: print progress and the test results.
+
+    Returns:
+        A `RunResult` (the trained algorithm is `result.trainer.algorithm`).
+
+    Raises:
+        NonFiniteLossError: if training diverges (the last checkpoint is kept).
+
+    Example:
+
+    ```python
+    result = run(MetaTrainConfig(num_iterations=200, workdir="runs/quick"))
+    result.test_results[10]["mse"]   # (mean, ci95) after 10 inner steps
+    ```
+    """
+    config = config.resolved()
+    trainer, sources = build_trainer(config, strategy, verbose)
+    if verbose:
+        print(f"tfmeta: {config.variant} on {config.dataset}; workdir {config.workdir}", flush=True)
+    history = trainer.train()
+    results = evaluate_on_test(trainer, config, sources, verbose=verbose)
+    return RunResult(config, trainer, history, results)
+
+
+def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True) -> dict:
+    """Tests the latest checkpoint of a run directory on unseen tasks.
+
+    Args:
+        workdir: a run directory (`config.json`, `checkpoints/`).
+        eval_episodes: number of unseen test tasks.
+        data_dir: overrides the `data_dir` saved in `config.json` (None: keep).
+        verbose: print one line per inner-step count.
+
+    Returns:
+        `{inner_steps: evaluate(...) dict}` as in `RunResult.test_results`.
+
+    Raises:
+        FileNotFoundError: if the workdir has no `config.json` or no checkpoint.
+    """
+    from tfmeta.training import checkpoints
+
+    config = checkpoints.load_config(workdir)
+    overrides = {"workdir": str(workdir), "eval_episodes": eval_episodes}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    config = dataclasses.replace(config, **overrides)
+    if checkpoints.latest_checkpoint(workdir) is None:
+        raise FileNotFoundError(f"No checkpoint to evaluate in the workdir. Received: workdir={str(workdir)!r}")
+    trainer, sources = build_trainer(config, verbose=verbose)
+    step = trainer.restore()
+    if verbose:
+        print(f"Evaluating {config.variant} on {config.dataset} at step {step} ({trainer.manager.latest_checkpoint})")
+    return evaluate_on_test(trainer, config, sources, verbose=verbose)

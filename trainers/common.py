@@ -1,0 +1,67 @@
+"""The meta-training flags shared by `trainers.maml` and `trainers.reptile`.
+
+Each flag is a `MetaTrainConfig` field of the same name; its default is read
+from the dataclass (defaults live there only).
+"""
+
+import dataclasses
+
+from absl import flags
+
+from tfmeta.training.config import MIXED_PRECISION_POLICIES, STRATEGIES, VARIANTS, MetaTrainConfig
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
+_HELP = {
+    "dataset": "'sinusoid', 'omniglot' (archives or unpacked tree in --data_dir), 'folder' or a TFDS name.",
+    "data_dir": "Where the data lives (omniglot, folder, TFDS cache).",
+    "ways": "Classes per task (classification).",
+    "shots": "Support examples per class (regression: support points).",
+    "queries": "Query examples per class (regression: query points).",
+    "meta_batch_size": "Tasks per meta-update.",
+    "inner_steps": "Inner (adaptation) steps while meta-training.",
+    "inner_lr": "Inner learning rate.",
+    "eval_inner_steps": "Inner steps at evaluation; the test also reports 0/1/5/10 steps up to this.",
+    "meta_lr": "Outer (Adam) learning rate.",
+    "first_order": "First-order MAML (no second derivatives).",
+    "variant": "Algorithm variant.",
+    "num_iterations": "Meta-updates in total (also when resuming).",
+    "eval_every": "Steps between checkpoints and validation evaluations.",
+    "eval_episodes": "Tasks per evaluation (the final test on unseen tasks too).",
+    "seed": "Seed of the initialisation and of every task stream.",
+    "workdir": "Run directory (config.json, checkpoints/, tensorboard/); default runs/<variant>_<dataset>.",
+    "export_dir": "Root of SavedModel exports.",
+    "resume": "Continue from the workdir's latest checkpoint if any (same config required); "
+              "--noresume refuses a workdir that holds checkpoints.",
+    "strategy": "tf.distribute strategy: default (one device), mirrored (all local GPUs or --devices), "
+                "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), tpu (untested). "
+                "--meta_batch_size is global: each replica gets meta_batch_size/replicas tasks.",
+    "devices": "Devices of --strategy=mirrored, comma-separated (e.g. GPU:0,GPU:1); default all local GPUs.",
+    "mixed_precision": "none | mixed_float16 (loss-scaled) | mixed_bfloat16: 16-bit compute, float32 variables.",
+}
+
+
+def define_flags() -> None:
+    """Defines one absl flag per `MetaTrainConfig` field."""
+    for name, default in _DEFAULTS.items():
+        help_text = _HELP[name]
+        if name == "variant":
+            flags.DEFINE_enum(name, default, VARIANTS, help_text)
+        elif name == "strategy":
+            flags.DEFINE_enum(name, default, STRATEGIES, help_text)
+        elif name == "mixed_precision":
+            flags.DEFINE_enum(name, default, MIXED_PRECISION_POLICIES, help_text)
+        elif isinstance(default, bool):
+            flags.DEFINE_boolean(name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help_text)
+        else:
+            flags.DEFINE_string(name, default, help_text)
+
+
+def config_from_flags(**fixed) -> MetaTrainConfig:
+    """The `MetaTrainConfig` the command line describes (with `fixed` fields forced)."""
+    values = {name: flags.FLAGS[name].value for name in _DEFAULTS}
+    values.update(fixed)
+    return MetaTrainConfig(**values)

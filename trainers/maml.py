@@ -1,0 +1,28 @@
+"""Meta-trains MAML (or a variant) and tests it on unseen tasks.
+
+With no flags: second-order MAML on sinusoid regression (Finn et al., 2017),
+a few CPU minutes; prints the test MSE after 0/1/5/10 inner steps ± 95% CI
+over 600 unseen tasks.
+
+    python -m trainers.maml
+    python -m trainers.maml --dataset=omniglot --data_dir=../shared/data/omniglot \
+        --ways=5 --shots=1 --queries=1 --meta_batch_size=32 --inner_lr=0.4 --eval_inner_steps=3
+"""
+
+from absl import app, logging
+
+from tfmeta.training import run
+from trainers import common
+
+common.define_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
+    run(common.config_from_flags())
+
+
+if __name__ == "__main__":
+    app.run(main)

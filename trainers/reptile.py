@@ -1,0 +1,26 @@
+"""Meta-trains Reptile (Nichol et al., 2018) and tests it on unseen tasks.
+
+The same flags as `trainers.maml`, with the variant fixed to `reptile`:
+
+    python -m trainers.reptile --inner_steps=5 --inner_lr=0.02
+"""
+
+from absl import app, flags, logging
+
+from tfmeta.training import run
+from trainers import common
+
+common.define_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
+    if flags.FLAGS["variant"].present and flags.FLAGS.variant != "reptile":
+        raise app.UsageError(f"trainers.reptile trains Reptile only. Received: variant={flags.FLAGS.variant!r}")
+    run(common.config_from_flags(variant="reptile"))
+
+
+if __name__ == "__main__":
+    app.run(main)
