@@ -30,9 +30,10 @@ CONFIGS = {  # name: (ways, shots, queries, meta_batch_size)
     "20w5s": (20, 5, 15, 16),
 }
 
+_DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 flags.DEFINE_string(
     "data_dir",
-    os.environ.get("TFMETA_DATA_DIR", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")),
+    os.environ.get("TFMETA_DATA_DIR", str(_DEFAULT_DATA_DIR)),
     "Folder holding the Omniglot zips (or the unpacked tree).",
 )
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")

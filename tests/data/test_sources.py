@@ -1,13 +1,34 @@
 """Tests for `tfmeta.data.sources.ClassDataset`: Omniglot, folders, TFDS, arrays, transforms."""
 
+import pathlib
 import zipfile
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
-from tests.data.conftest import TEST_ALPHABETS, TRAIN_ALPHABETS, make_folder, write_png
-from tfmeta.data.sources import ClassDataset
+from tfmeta.data.sources import ClassDataset, read_image_files
+
+TRAIN_ALPHABETS = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)"]
+TEST_ALPHABETS = ["Sanskrit", "Tagalog"]
+
+
+def write_png(path: pathlib.Path, value: int, size=(8, 8)) -> None:
+    """Writes a greyscale PNG filled with `value`, with one pixel of 255 - value."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full(size, value, np.uint8)
+    pixels[0, 0] = 255 - value
+    Image.fromarray(pixels).save(path)
+
+
+def make_folder(root: pathlib.Path, classes: dict[str, int]) -> pathlib.Path:
+    """Creates `root/<class>/<i>.png` with `classes[class]` images each; value = 10 * i."""
+    for name, count in classes.items():
+        for i in range(count):
+            write_png(root / name / f"{i}.png", 10 * i)
+    return root
+
 
 # ------------------------------------------------------------------ real Omniglot
 
@@ -190,3 +211,14 @@ def test_bad_transform_arguments():
         dataset.with_rotations()
     with pytest.raises(ValueError, match="Float images must be in"):
         ClassDataset.from_arrays(np.full((2, 2, 2), 3.0), [0, 1])
+
+
+def test_read_image_files(tmp_path):
+    root = make_folder(tmp_path, {"a": 2})
+    images = read_image_files([root / "a" / "1.png", root / "a" / "0.png"], image_size=(4, 4), invert=True)
+    assert images.shape == (2, 4, 4, 1) and images.dtype == np.float32
+    assert abs(images[0].mean() - (1 - 10 / 255)) < 0.05 and images[1].mean() > 0.9
+    with pytest.raises(ValueError, match=r"Received: paths=\[\]"):
+        read_image_files([])
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_image_files([root / "a" / "missing.png"])

@@ -41,11 +41,14 @@ def task_loss_and_metrics(task: str, outputs, labels):
 
     Returns:
         `(loss, metrics)`: the mean loss (scalar) and a dict with `accuracy`
-        (classification) or `mse` (regression).
+        (classification) or `mse` (regression); float32 for 16-bit outputs
+        (mixed precision).
 
     Raises:
         ValueError: if `task` is unknown.
     """
+    if outputs.dtype in (tf.float16, tf.bfloat16):  # mixed precision: losses and metrics in float32
+        outputs = tf.cast(outputs, tf.float32)
     if task == CLASSIFICATION:
         loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=outputs)
@@ -181,12 +184,15 @@ class Algorithm(abc.ABC):
             return tf.float64
         return tf.float32
 
-    def meta_gradients(self, episodes: Episode, training: bool = True):
+    def meta_gradients(self, episodes: Episode, training: bool = True, loss_scale=None):
         """Mean meta-gradient over a meta-batch of tasks.
 
         Args:
             episodes: a batched `Episode` with a leading tasks axis.
             training: passed to the learner.
+            loss_scale: optional scalar: differentiate `loss * loss_scale`
+                (mixed_float16 loss scaling; the gradients come back scaled,
+                the metrics do not).
 
         Returns:
             `(grads, metrics, non_trainable)`: gradients aligned with
@@ -202,7 +208,8 @@ class Algorithm(abc.ABC):
         def one_task(task):
             with tf.GradientTape() as tape:
                 loss, metrics, state = self.task_loss(Episode(*task), training=training)
-            grads = tape.gradient(loss, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
+            grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             dtype = self.metrics_dtype()
             metrics = {name: tf.cast(metrics[name], dtype) for name in self.metric_names()}
             metrics["loss"] = tf.cast(loss, dtype)

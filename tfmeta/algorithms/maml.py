@@ -333,10 +333,10 @@ class MAML(Algorithm):
             new_state = query_state
         return loss, metrics, new_state
 
-    def meta_gradients(self, episodes: Episode, training: bool = True):
+    def meta_gradients(self, episodes: Episode, training: bool = True, loss_scale=None):
         """See `Algorithm.meta_gradients`; also counts meta-updates in `meta_step`
         (which anneals the multi-step loss weights) when `training`."""
-        grads, metrics, state = super().meta_gradients(episodes, training=training)
+        grads, metrics, state = super().meta_gradients(episodes, training=training, loss_scale=loss_scale)
         if training and self.multi_step_loss:
             with tf.control_dependencies(grads):
                 self.meta_step.assign_add(1)

@@ -4,6 +4,15 @@ from tfmeta.data.episode import Episode
 from tfmeta.data.pipeline import episode_dataset
 from tfmeta.data.regression import sinusoid_tasks
 from tfmeta.data.sampling import EpisodeSampler
-from tfmeta.data.sources import ClassDataset
+from tfmeta.data.sharding import TaskShard
+from tfmeta.data.sources import ClassDataset, read_image_files
 
-__all__ = ["ClassDataset", "Episode", "EpisodeSampler", "episode_dataset", "sinusoid_tasks"]
+__all__ = [
+    "ClassDataset",
+    "Episode",
+    "EpisodeSampler",
+    "TaskShard",
+    "episode_dataset",
+    "read_image_files",
+    "sinusoid_tasks",
+]

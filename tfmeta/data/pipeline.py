@@ -1,15 +1,14 @@
 """The episodic tf.data pipeline: meta-batches of `Episode`s from a `ClassDataset`.
 
-Element `i` of the dataset is step `start_step + i`. For each element, one
+Element `i` of the dataset is step `start_step + i` (see Sharding below for replicas). One
 `tf.numpy_function` call asks the `EpisodeSampler` for the image indices of all its
 tasks and gathers them from the dataset's single contiguous image array (two numpy
 fancy-index copies, no per-image work in TF); labels are constants. Elements are made
 in parallel in a deterministic order and prefetched.
 
-Sharding: with an `input_context`, the global meta-batch of step `s` (tasks
-`0..meta_batch_size-1`) is cut into one slice per replica; each input pipeline yields,
-in turn, the slices of the replicas it feeds. Concatenating the slices of all
-replicas gives exactly the unsharded meta-batch.
+Sharding: with an `input_context`, each element holds one replica's slice of the
+global meta-batch (see `sharding.TaskShard`); the slices of all replicas concatenate
+to exactly the unsharded meta-batch.
 
 Exit safety: a `tf.numpy_function` call still running when Python starts finalizing
 deadlocks the process (TF's worker thread waits for the interpreter forever). This
@@ -19,6 +18,7 @@ prefetch buffers are full and TF makes no new calls.
 """
 
 import atexit
+import contextlib
 import threading
 import time
 
@@ -27,10 +27,24 @@ import tensorflow as tf
 
 from tfmeta.data.episode import Episode
 from tfmeta.data.sampling import EpisodeSampler
+from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset
 
 _calls_lock = threading.Lock()
 _calls = {"running": 0, "last_end": 0.0}  # numpy calls in progress, time the last one ended
+
+
+@contextlib.contextmanager
+def _counted_call():
+    """Marks a numpy call as running, for `_wait_for_numpy_calls`."""
+    with _calls_lock:
+        _calls["running"] += 1
+    try:
+        yield
+    finally:
+        with _calls_lock:
+            _calls["running"] -= 1
+            _calls["last_end"] = time.monotonic()
 
 
 @atexit.register
@@ -90,39 +104,20 @@ def episode_dataset(
     episode.support_x.shape   # (32, 5, 28, 28, 1)
     ```
     """
-    if not isinstance(meta_batch_size, int) or isinstance(meta_batch_size, bool) or meta_batch_size < 1:
-        raise ValueError(f"`meta_batch_size` must be a positive integer. Received: meta_batch_size={meta_batch_size!r}")
     if not isinstance(start_step, int) or start_step < 0:
         raise ValueError(f"`start_step` must be a non-negative integer. Received: start_step={start_step!r}")
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
         raise ValueError(f"`num_steps` must be None or a positive integer. Received: num_steps={num_steps!r}")
     sampler = EpisodeSampler(source.class_offsets, ways, shots, queries, seed, source.class_names)
-
-    replicas_per_pipeline, first_replica, batch = 1, 0, meta_batch_size
-    if input_context is not None:
-        if meta_batch_size % input_context.num_replicas_in_sync:
-            raise ValueError(
-                f"`meta_batch_size` must divide evenly among {input_context.num_replicas_in_sync} replicas. "
-                f"Received: meta_batch_size={meta_batch_size}"
-            )
-        batch = input_context.get_per_replica_batch_size(meta_batch_size)
-        replicas_per_pipeline = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-        first_replica = input_context.input_pipeline_id * replicas_per_pipeline
-
+    shard = TaskShard.from_context(meta_batch_size, input_context)
+    batch = shard.tasks
     images = source.images  # (num_images, H, W, C), read-only, shared by all elements
 
     def gather(element: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        with _calls_lock:
-            _calls["running"] += 1
-        try:
-            step = start_step + int(element) // replicas_per_pipeline
-            first_task = (first_replica + int(element) % replicas_per_pipeline) * batch
-            support, query = sampler.sample_batch(step, range(first_task, first_task + batch))
+        with _counted_call():
+            steps, first_task = shard.locate(int(element))
+            support, query = sampler.sample_batch(start_step + steps, range(first_task, first_task + batch))
             return images[support], images[query]  # (B, N*K, H, W, C), (B, N*Q, H, W, C)
-        finally:
-            with _calls_lock:
-                _calls["running"] -= 1
-                _calls["last_end"] = time.monotonic()
 
     support_y = tf.constant(np.tile(sampler.support_labels, (batch, 1)))  # (B, N*K)
     query_y = tf.constant(np.tile(sampler.query_labels, (batch, 1)))  # (B, N*Q)
@@ -136,6 +131,6 @@ def episode_dataset(
 
     elements = tf.data.Dataset.counter(dtype=tf.int64)
     if num_steps is not None:
-        elements = elements.take(num_steps * replicas_per_pipeline)
+        elements = elements.take(num_steps * shard.replicas)
     dataset = elements.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

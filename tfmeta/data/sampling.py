@@ -57,7 +57,9 @@ class EpisodeSampler:
         self._counts = np.diff(self._offsets)
         num_classes = len(self._counts)
         if num_classes < ways:
-            raise ValueError(f"An episode needs `ways` distinct classes but there are only {num_classes}. Received: ways={ways}")
+            raise ValueError(
+                f"An episode needs `ways` distinct classes but there are only {num_classes}. Received: ways={ways}"
+            )
         short = np.flatnonzero(self._counts < shots + queries)
         if len(short):
             c = int(short[0])

@@ -21,7 +21,7 @@ Sources:
 import io
 import pathlib
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -41,9 +41,9 @@ def _resize_and_scale(images: list[np.ndarray], image_size, invert: bool, channe
         images = [_convert_channels(image, channels) for image in images]
     shapes = {image.shape for image in images}
     if image_size is None and len(shapes) > 1:
-        first, other = images[0].shape, next(i for i, image in enumerate(images) if image.shape != images[0].shape)
+        other = next(i for i, image in enumerate(images) if image.shape != images[0].shape)
         raise ValueError(
-            f"Images have different shapes and no `image_size` was given: {names[0]} is {first}, "
+            f"Images have different shapes and no `image_size` was given: {names[0]} is {images[0].shape}, "
             f"{names[other]} is {images[other].shape}. Pass image_size=(height, width)."
         )
     out_shape = (image_size[0], image_size[1], images[0].shape[-1]) if image_size else images[0].shape
@@ -57,7 +57,7 @@ def _resize_and_scale(images: list[np.ndarray], image_size, invert: bool, channe
                 batch = tf.image.resize(batch, image_size, method="bilinear", antialias=True).numpy()
             out[chunk] = batch
     np.clip(out, 0.0, 1.0, out=out)
-    return 1.0 - out if invert else out
+    return np.subtract(1.0, out, out=out) if invert else out
 
 
 def _convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -79,6 +79,43 @@ def _decode(data: bytes, name: str, channels: int) -> np.ndarray:
     except Exception as error:  # PIL raises several types for corrupt or truncated files.
         raise ValueError(f"Could not decode image file {name}: {error}") from error
     return array.reshape(*array.shape[:2], channels)
+
+
+def _offsets(counts) -> np.ndarray:
+    """Class sizes -> `(num_classes + 1,)` offsets of each class's first image."""
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+
+def read_image_files(paths, image_size=None, invert: bool = False, channels: int = 1) -> np.ndarray:
+    """Reads image files into one float32 `(n, H, W, C)` array in [0, 1], as `ClassDataset`s do.
+
+    Args:
+        paths: image files (any format PIL reads).
+        image_size: `(height, width)` to resize to, or None (all sizes must then agree).
+        invert: whether to return `1 - x`.
+        channels: 1 (greyscale) or 3 (RGB).
+
+    Returns:
+        float32 `(len(paths), H, W, channels)`.
+
+    Raises:
+        FileNotFoundError: if a file does not exist.
+        ValueError: if `paths` is empty, a file cannot be decoded (it is named), sizes
+            differ without `image_size`, or `channels`/`image_size` is bad.
+
+    Example:
+
+    ```python
+    queries = read_image_files(["a.png", "b.png"], image_size=(28, 28), invert=True)
+    ```
+    """
+    _check_channels(channels)
+    _check_image_size(image_size)
+    paths = [pathlib.Path(p) for p in paths]
+    if not paths:
+        raise ValueError("`paths` must name at least one image file. Received: paths=[]")
+    raw = [_decode(path.read_bytes(), str(path), channels) for path in paths]
+    return _resize_and_scale(raw, image_size, invert, channels, [str(p) for p in paths])
 
 
 def _check_channels(channels) -> None:
@@ -119,8 +156,8 @@ class ClassDataset:
     """Images indexed by class, decoded once into one contiguous in-memory array.
 
     Build one with a `from_*` constructor; transforms (`select`, `split_by_alphabet`,
-    `random_split`, `with_rotations`) return new datasets and never copy more than they
-    must. Arrays are read-only.
+    `random_split`, `with_rotations`) return new datasets holding their own contiguous
+    copy of the images they keep. Arrays are read-only.
 
     Args:
         images: float32 `(num_images, H, W, C)` in [0, 1], sorted by class.
@@ -144,9 +181,15 @@ class ClassDataset:
     ```
     """
 
-    def __init__(self, images: np.ndarray, class_offsets: np.ndarray, class_names: Sequence[str], groups: Sequence[str] | None = None):
-        images = np.asarray(images, np.float32)
-        class_offsets = np.asarray(class_offsets, np.int64)
+    def __init__(
+        self,
+        images: np.ndarray,
+        class_offsets: np.ndarray,
+        class_names: Sequence[str],
+        groups: Sequence[str] | None = None,
+    ):
+        images = np.asarray(images, np.float32).view()  # a view: read-only here, not for the caller
+        class_offsets = np.asarray(class_offsets, np.int64).view()
         if images.ndim != 4:
             raise ValueError(f"`images` must have shape (num_images, H, W, C). Received: images.shape={images.shape}")
         if len(class_names) < 1:
@@ -160,10 +203,14 @@ class ClassDataset:
         if counts.min() < 1:
             raise ValueError(f"Class {class_names[int(counts.argmin())]!r} has no image.")
         if len(set(class_names)) != len(class_names):
-            raise ValueError(f"Class names must be unique. Received: {len(class_names)} names, {len(set(class_names))} distinct.")
+            raise ValueError(
+                f"Class names must be unique. Received: {len(class_names)} names, {len(set(class_names))} distinct."
+            )
         groups = [""] * len(class_names) if groups is None else list(groups)
         if len(groups) != len(class_names):
-            raise ValueError(f"`groups` needs one entry per class ({len(class_names)}). Received: {len(groups)} groups.")
+            raise ValueError(
+                f"`groups` needs one entry per class ({len(class_names)}). Received: {len(groups)} groups."
+            )
         images.setflags(write=False)
         class_offsets.setflags(write=False)
         self._images, self._offsets = images, class_offsets
@@ -212,24 +259,12 @@ class ClassDataset:
         return self._images[self._offsets[class_id] : self._offsets[class_id + 1]]
 
     def __repr__(self) -> str:
-        return f"ClassDataset(num_classes={self.num_classes}, num_images={len(self._images)}, image_shape={self.image_shape})"
+        return (
+            f"ClassDataset(num_classes={self.num_classes}, num_images={len(self._images)}, "
+            f"image_shape={self.image_shape})"
+        )
 
     # ---------------------------------------------------------------- constructors
-
-    @classmethod
-    def _from_class_lists(cls, per_class: Iterable[tuple[str, str, list[np.ndarray], list[str]]], image_size, invert, channels) -> "ClassDataset":
-        """Builds from `(class_name, group, uint8 images, file names)` tuples, in that order."""
-        names, groups, images, files, counts = [], [], [], [], []
-        for name, group, class_images, class_files in per_class:
-            names.append(name)
-            groups.append(group)
-            images.extend(class_images)
-            files.extend(class_files)
-            counts.append(len(class_images))
-        if not names:
-            raise ValueError("No classes found.")
-        pixels = _resize_and_scale(images, image_size, invert, channels, files)
-        return cls(pixels, np.concatenate([[0], np.cumsum(counts)]), names, groups)
 
     @classmethod
     def from_folder(cls, path, image_size=None, invert: bool = False, channels: int = 1) -> "ClassDataset":
@@ -250,19 +285,13 @@ class ClassDataset:
             ValueError: if no folder holds images, a leaf folder holds none, an image
                 cannot be decoded (the file is named), or sizes differ without `image_size`.
         """
-        _check_channels(channels)
-        _check_image_size(image_size)
         root = pathlib.Path(path)
         classes = {name: files for name, files in _scan_folder(root).items() if name != "."}
         if not classes:
             raise ValueError(f"No class folders with images found in {root}: expected {root}/<class>/<image files>.")
-        return cls._from_class_lists(
-            (
-                (name, name.rpartition("/")[0], [_decode(f.read_bytes(), str(f), channels) for f in files], [str(f) for f in files])
-                for name, files in classes.items()
-            ),
-            image_size, invert, channels,
-        )
+        pixels = read_image_files([f for files in classes.values() for f in files], image_size, invert, channels)
+        groups = [name.rpartition("/")[0] for name in classes]
+        return cls(pixels, _offsets([len(files) for files in classes.values()]), list(classes), groups)
 
     @classmethod
     def from_omniglot(cls, path, image_size=(28, 28)) -> "ClassDataset":
@@ -312,17 +341,25 @@ class ClassDataset:
                     sources.setdefault(f"{parts[-2]}/{parts[-1]}", [(str(f), f.read_bytes) for f in files])
         if not sources:
             raise ValueError(f"No Omniglot images found in {root}: expected *.zip or <alphabet>/<character>/*.png.")
-        return cls._from_class_lists(
-            (
-                (key, key.split("/")[0], [_decode(read(), name, 1) for name, read in sources[key]], [n for n, _ in sources[key]])
-                for key in sorted(sources)
-            ),
-            image_size, True, 1,
-        )
+        keys = sorted(sources)
+        files = [file for key in keys for file in sources[key]]  # (name, read) pairs, by class
+        raw = [_decode(read(), name, 1) for name, read in files]
+        pixels = _resize_and_scale(raw, image_size, True, 1, [name for name, _ in files])
+        return cls(pixels, _offsets([len(sources[key]) for key in keys]), keys, [key.split("/")[0] for key in keys])
 
     @classmethod
-    def from_tfds(cls, name: str, split: str, image_key: str = "image", label_key: str = "label", image_size=None,
-                  invert: bool = False, channels: int | None = None, data_dir=None, group_key: str | None = None) -> "ClassDataset":
+    def from_tfds(
+        cls,
+        name: str,
+        split: str,
+        image_key: str = "image",
+        label_key: str = "label",
+        image_size=None,
+        invert: bool = False,
+        channels: int | None = None,
+        data_dir=None,
+        group_key: str | None = None,
+    ) -> "ClassDataset":
         """Reads an image classification dataset from TensorFlow Datasets.
 
         Args:
@@ -352,22 +389,29 @@ class ClassDataset:
         dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, shuffle_files=False)
         for key in (image_key, label_key) + ((group_key,) if group_key else ()):
             if key not in info.features:
-                raise ValueError(f"{key!r} is not a feature of {name}; features: {sorted(info.features)}. Received: {key!r}")
+                raise ValueError(
+                    f"{key!r} is not a feature of {name}; features: {sorted(info.features)}. Received: {key!r}"
+                )
         images, labels, groups = [], [], []
         for example in tfds.as_numpy(dataset):
             images.append(example[image_key])
             labels.append(int(example[label_key]))
             groups.append(str(example[group_key]) if group_key else "")
+        if not images:
+            raise ValueError(f"TFDS split {name}/{split} holds no example. Received: split={split!r}")
         label_names = getattr(info.features[label_key], "names", None)
         group_names = getattr(info.features[group_key], "names", None) if group_key else None
         if group_names:
             groups = [group_names[int(g)] for g in groups]
         images = [image[..., None] if image.ndim == 2 else image for image in images]
-        pixels = _resize_and_scale(images, image_size, invert, channels, [f"{name}/{split}[{i}]" for i in range(len(images))])
+        names = [f"{name}/{split}[{i}]" for i in range(len(images))]
+        pixels = _resize_and_scale(images, image_size, invert, channels, names)
         return cls.from_arrays(pixels, np.array(labels), class_names=label_names, groups=dict(zip(labels, groups)))
 
     @classmethod
-    def from_arrays(cls, images, labels, class_names: Sequence[str] | None = None, groups: dict | None = None) -> "ClassDataset":
+    def from_arrays(
+        cls, images, labels, class_names: Sequence[str] | None = None, groups: dict | None = None
+    ) -> "ClassDataset":
         """Builds from arrays in memory.
 
         Args:
@@ -387,7 +431,8 @@ class ClassDataset:
             images = images[..., None]
         if images.ndim != 4 or labels.shape != (len(images),):
             raise ValueError(
-                f"`images` must be (N, H, W[, C]) and `labels` (N,). Received: images.shape={images.shape}, labels.shape={labels.shape}"
+                "`images` must be (N, H, W[, C]) and `labels` (N,). "
+                f"Received: images.shape={images.shape}, labels.shape={labels.shape}"
             )
         if images.dtype == np.uint8:
             images = images.astype(np.float32) / 255.0
@@ -397,7 +442,7 @@ class ClassDataset:
         values, counts = np.unique(labels, return_counts=True)
         names = [str(v) if class_names is None else class_names[int(v)] for v in values]
         group_list = None if groups is None else [groups.get(int(v), "") for v in values]
-        return cls(images[order], np.concatenate([[0], np.cumsum(counts)]), names, group_list)
+        return cls(images[order], _offsets(counts), names, group_list)
 
     # ---------------------------------------------------------------- transforms
 
@@ -406,7 +451,7 @@ class ClassDataset:
         index = np.concatenate([np.arange(self._offsets[c], self._offsets[c + 1]) for c in class_ids])
         counts = [self.num_images(c) for c in class_ids]
         return ClassDataset(
-            self._images[index], np.concatenate([[0], np.cumsum(counts)]),
+            self._images[index], _offsets(counts),
             [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids],
         )
 
@@ -421,7 +466,8 @@ class ClassDataset:
         else:
             unknown = sorted(set(classes) - set(self._class_names))
             if unknown:
-                raise ValueError(f"Unknown class names: {unknown[:5]}{' ...' if len(unknown) > 5 else ''} (of {len(unknown)}).")
+                more = " ..." if len(unknown) > 5 else ""
+                raise ValueError(f"Unknown class names: {unknown[:5]}{more} ({len(unknown)} unknown).")
             wanted = set(classes)
             chosen = [i for i, name in enumerate(self._class_names) if name in wanted]
         if not chosen:
@@ -453,7 +499,9 @@ class ClassDataset:
             ValueError: if a size is below 1 or the sizes add up to more than `num_classes`.
         """
         if any(s < 1 for s in sizes) or sum(sizes) > self.num_classes:
-            raise ValueError(f"`sizes` must be positive and add up to at most {self.num_classes}. Received: sizes={list(sizes)}")
+            raise ValueError(
+                f"`sizes` must be positive and add up to at most {self.num_classes}. Received: sizes={list(sizes)}"
+            )
         order = np.random.default_rng(seed).permutation(self.num_classes)
         bounds = np.cumsum([0, *sizes])
         return tuple(self._subset(sorted(order[a:b])) for a, b in zip(bounds[:-1], bounds[1:]))
@@ -475,4 +523,4 @@ class ClassDataset:
         images = [self._images] + [np.rot90(self._images, a // 90, axes=(1, 2)) for a in angles]
         counts = np.tile(np.diff(self._offsets), len(angles) + 1)
         names = self._class_names + [f"{n}@rot{a}" for a in angles for n in self._class_names]
-        return ClassDataset(np.concatenate(images), np.concatenate([[0], np.cumsum(counts)]), names, self._groups * (len(angles) + 1))
+        return ClassDataset(np.concatenate(images), _offsets(counts), names, self._groups * (len(angles) + 1))

@@ -25,6 +25,7 @@ Strategies (`make_strategy(name)`):
 | `tpu` | `TPUStrategy` with `TPUClusterResolver` (untested here: no TPU) |
 """
 
+import contextlib
 import json
 import pathlib
 import shutil
@@ -214,3 +215,23 @@ def tf_config_for(cluster: dict, task_type: str, task_index: int) -> str:
     """
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": task_index}})
 
+
+
+@contextlib.contextmanager
+def mixed_precision_scope(policy: str):
+    """Sets Keras's global dtype policy (`set_mixed_precision`) inside the
+    block and restores the previous one after it: build the learner inside.
+
+    Example:
+
+    ```python
+    with mixed_precision_scope("mixed_bfloat16"):
+        model = tfmeta.models.conv4(ways=5)   # bfloat16 compute, float32 variables
+    ```
+    """
+    previous = keras.mixed_precision.global_policy()
+    set_mixed_precision(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta import evaluation
+from tfmeta.training import distribute
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 
@@ -64,18 +65,18 @@ class _Sources:
 
 
 def train_dataset_fn(config: MetaTrainConfig, sources=None):
-    """`(start_step, input_context) -> Dataset` of training meta-batches for `config`."""
+    """`(start_step, input_context) -> Dataset` of training meta-batches for `config`.
+
+    With an `input_context` each element is one replica's share of the global
+    meta-batch (`meta_batch_size / num_replicas` distinct tasks); the shares
+    of step `s` together are exactly the single-device meta-batch of step `s`.
+    """
     if config.is_regression:
         from tfmeta.data.regression import sinusoid_tasks
 
         def make(start_step, input_context=None):
-            if input_context is not None and input_context.num_replicas_in_sync > 1:
-                raise ValueError(
-                    "sinusoid tasks do not shard across replicas yet. "
-                    f"Received: num_replicas_in_sync={input_context.num_replicas_in_sync}"
-                )
             return sinusoid_tasks(config.shots, config.queries, config.meta_batch_size,
-                                  seed=config.seed, start_step=start_step)
+                                  seed=config.seed, start_step=start_step, input_context=input_context)
 
         return make
     from tfmeta.data.pipeline import episode_dataset
@@ -154,10 +155,13 @@ def evaluate_on_test(trainer: MetaTrainer, config: MetaTrainConfig, sources=None
 
 
 def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True):
-    """A `MetaTrainer` for `config` and the class sources it uses (None for regression)."""
+    """A `MetaTrainer` for `config` and the class sources it uses (None for regression).
+
+    `strategy` None: `distribute.make_strategy(config.strategy, config.devices)`.
+    """
     config = config.resolved()
     if strategy is None:
-        strategy = tf.distribute.get_strategy()  # "default"; more strategies come later.
+        strategy = distribute.make_strategy(config.strategy, config.devices)
     sources = None if config.is_regression else _Sources(config)
     trainer = MetaTrainer(
         config,
@@ -176,11 +180,14 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
 
     Args:
         config: the run's `MetaTrainConfig`.
-        strategy: a `tf.distribute.Strategy` (default: the current one).
+        strategy: a `tf.distribute.Strategy` (default: the one `config.strategy`
+            names, built by `tfmeta.training.distribute.make_strategy`).
         verbose: print progress and the test results.
 
     Returns:
         A `RunResult` (the trained algorithm is `result.trainer.algorithm`).
+        On the non-chief workers of a multi-worker run `test_results` is
+        empty (only the chief tests).
 
     Raises:
         NonFiniteLossError: if training diverges (the last checkpoint is kept).
@@ -197,7 +204,7 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
     if verbose:
         print(f"tfmeta: {config.variant} on {config.dataset}; workdir {config.workdir}", flush=True)
     history = trainer.train()
-    results = evaluate_on_test(trainer, config, sources, verbose=verbose)
+    results = evaluate_on_test(trainer, config, sources, verbose=verbose) if trainer.is_chief else {}
     return RunResult(config, trainer, history, results)
 
 
@@ -225,7 +232,8 @@ def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: 
     config = dataclasses.replace(config, **overrides)
     if checkpoints.latest_checkpoint(workdir) is None:
         raise FileNotFoundError(f"No checkpoint to evaluate in the workdir. Received: workdir={str(workdir)!r}")
-    trainer, sources = build_trainer(config, verbose=verbose)
+    # One device: the run's strategy (perhaps a cluster) is not needed to evaluate.
+    trainer, sources = build_trainer(config, strategy=tf.distribute.get_strategy(), verbose=verbose)
     step = trainer.restore()
     if verbose:
         print(f"Evaluating {config.variant} on {config.dataset} at step {step} ({trainer.manager.latest_checkpoint})")

@@ -1,0 +1,192 @@
+"""Time of one compiled MAML meta-step (meta-gradient + Adam update) on Conv-4.
+
+    python -m benchmarks.meta_step
+    python -m benchmarks.meta_step --configs=maml2_1step --repeats=9
+    python -m benchmarks.meta_step --strategy=mirrored --logical_devices=2
+
+The step is the trainer's own: `tfmeta.training.loop.MetaTrainer`'s compiled step
+(`strategy.run(algorithm.meta_gradients)`, mean across replicas, finiteness check,
+`optimizer.apply` with Adam, BatchNorm statistics assigned), on a Conv-4 learner,
+28x28x1 images, 5-way 1-shot with 15 queries per class, inner lr 0.4, on synthetic
+random meta-batches of the right shapes (the data pipeline has its own benchmark,
+`benchmarks.data_pipeline`). Configurations:
+
+- `maml2_1step`: second-order MAML, 1 inner step;
+- `maml2_5step`: second-order MAML, 5 inner steps;
+- `fomaml_1step`: first-order MAML, 1 inner step.
+
+After compilation and `--warmup` untimed steps, `--repeats` steps are timed one by one;
+one line per configuration gives the median:
+`config=<name> ms_per_meta_step=<median> peak_rss_mb=<number>`, where `peak_rss_mb`
+is the process's peak resident memory so far (`resource.getrusage`; it never goes
+down, so later lines include the earlier configurations).
+
+When PyTorch is importable (it is not a tfmeta dependency), the same step written
+idiomatically with `torch.func` (`benchmarks.torch_reference`) is timed in the same
+run, its repeats interleaved with TensorFlow's (TF step, torch step, TF step, ...)
+so that both see the same machine load, and two more lines are printed:
+`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<number>` and
+`config=<name> tf_over_torch=<ratio of medians>`.
+
+Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads` (default 2
+and 2), PyTorch `torch.set_num_threads(--intra_op_threads)` and
+`torch.set_num_interop_threads(--inter_op_threads)`.
+"""
+
+import resource
+import statistics
+import tempfile
+import time
+
+from absl import app, flags
+
+CONFIGS = {  # name: (inner_steps, first_order)
+    "maml2_1step": (1, False),
+    "maml2_5step": (5, False),
+    "fomaml_1step": (1, True),
+}
+WAYS, SHOTS, QUERIES, IMAGE_SHAPE, INNER_LR = 5, 1, 15, (28, 28, 1), 0.4
+
+flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
+flags.DEFINE_integer("repeats", 5, "Timed meta-steps per configuration; the median is printed.")
+flags.DEFINE_integer("warmup", 1, "Untimed meta-steps after the compiling one.")
+flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step (global, over all replicas).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
+flags.DEFINE_integer("logical_devices", 1, "Split the CPU into this many logical devices (mirrored replicas).")
+flags.DEFINE_integer("intra_op_threads", 2, "TensorFlow intra-op threads (and torch.set_num_threads).")
+flags.DEFINE_integer("inter_op_threads", 2, "TensorFlow inter-op threads (and torch.set_num_interop_threads).")
+flags.DEFINE_bool("torch", True, "Also time the torch.func reference when PyTorch is importable.")
+flags.DEFINE_bool("torch_vmap", True, "torch reference: vmap over the tasks (else a Python loop).")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def random_episode(meta_batch_size: int, seed: int = 0):
+    """A synthetic batched `Episode`: images uniform in [0, 1), labels 0..ways-1."""
+    import numpy as np
+
+    from tfmeta.data.episode import Episode
+
+    rng = np.random.default_rng(seed)
+    labels = lambda n: np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), n), (meta_batch_size, 1))
+    return Episode(
+        rng.random((meta_batch_size, WAYS * SHOTS, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*shots, h, w, c)
+        labels(SHOTS),  # (tasks, way*shots)
+        rng.random((meta_batch_size, WAYS * QUERIES, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*queries, ...)
+        labels(QUERIES),  # (tasks, way*queries)
+    )
+
+
+def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
+    """The trainer's compiled meta-step for configuration `name` and its input.
+
+    Returns:
+        `(step, batch)`: `step(batch)` runs one meta-update; `batch` is the
+        synthetic meta-batch, distributed over the strategy's replicas.
+    """
+    import tensorflow as tf
+
+    from tfmeta.algorithms import MAML
+    from tfmeta.models import conv4
+    from tfmeta.training.config import MetaTrainConfig
+    from tfmeta.training.loop import MetaTrainer
+
+    inner_steps, first_order = CONFIGS[name]
+    config = MetaTrainConfig(
+        dataset="synthetic", ways=WAYS, shots=SHOTS, queries=QUERIES, meta_batch_size=meta_batch_size,
+        inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order,
+        variant="fomaml" if first_order else "maml", workdir=workdir,
+    )
+    build = lambda: MAML(conv4(WAYS, IMAGE_SHAPE), inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order)
+    trainer = MetaTrainer(config, build, train_dataset=None, strategy=strategy, verbose=False)
+    episode = random_episode(meta_batch_size)
+    dataset = tf.data.Dataset.from_tensors(tuple(episode)).unbatch().batch(meta_batch_size).repeat()
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    batch = type(episode)(*batch)
+
+    def step(inputs):
+        applied, metrics = trainer._train_step(inputs)  # the trainer's own compiled step
+        return float(metrics["loss"])  # blocks until the step is done
+
+    return step, batch
+
+
+def torch_step(name: str, meta_batch_size: int, use_vmap: bool):
+    """The `torch.func` reference step for configuration `name` and its input."""
+    from benchmarks.torch_reference import TorchMetaStep
+
+    inner_steps, first_order = CONFIGS[name]
+    reference = TorchMetaStep(WAYS, inner_steps, first_order, inner_lr=INNER_LR, use_vmap=use_vmap)
+    episode = reference.random_episode(meta_batch_size, SHOTS, QUERIES, (IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]))
+    return (lambda inputs: float(reference(*inputs))), episode
+
+
+def timed(fn, inputs) -> float:
+    start = time.perf_counter()
+    fn(inputs)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def main(argv):
+    del argv
+    flag = flags.FLAGS
+    unknown = sorted(set(flag.configs) - set(CONFIGS))
+    if unknown:
+        raise app.UsageError(f"Unknown --configs {unknown}; choose among {list(CONFIGS)}.")
+    if flag.strategy == "default" and flag.logical_devices != 1:
+        raise app.UsageError(f"--logical_devices needs --strategy=mirrored. Received: {flag.logical_devices}")
+
+    import tensorflow as tf
+
+    from tfmeta.training import distribute
+
+    # Before TensorFlow initialises its devices.
+    tf.config.threading.set_intra_op_parallelism_threads(flag.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(flag.inter_op_threads)
+    devices = None
+    if flag.logical_devices > 1:
+        devices = distribute.configure_logical_devices(flag.logical_devices)
+    strategy = distribute.make_strategy(flag.strategy, devices=devices)
+
+    torch = None
+    if flag.torch:
+        try:
+            import torch
+        except ImportError:
+            print("torch is not importable: no PyTorch reference (pip install torch to compare).", flush=True)
+    if torch is not None:
+        torch.set_num_threads(flag.intra_op_threads)
+        torch.set_num_interop_threads(flag.inter_op_threads)
+    print(
+        f"# tensorflow {tf.__version__} intra_op_threads={flag.intra_op_threads} "
+        f"inter_op_threads={flag.inter_op_threads} strategy={flag.strategy} "
+        f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size}"
+        + (f"; torch {torch.__version__} threads={torch.get_num_threads()} "
+           f"interop={torch.get_num_interop_threads()} vmap={flag.torch_vmap}" if torch is not None else ""),
+        flush=True,
+    )
+
+    for name in flag.configs:
+        with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
+            runs = {"tf": tf_step(name, strategy, flag.meta_batch_size, workdir)}
+            if torch is not None:
+                runs["torch"] = torch_step(name, flag.meta_batch_size, flag.torch_vmap)
+            for fn, inputs in runs.values():
+                for _ in range(1 + flag.warmup):  # compile (TF), then warm up
+                    fn(inputs)
+            times = {key: [] for key in runs}
+            for _ in range(flag.repeats):  # interleaved: both frameworks see the same load
+                for key, (fn, inputs) in runs.items():
+                    times[key].append(timed(fn, inputs))
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        print(f"config={name} ms_per_meta_step={medians['tf']:.0f} peak_rss_mb={peak_rss_mb():.0f}", flush=True)
+        if torch is not None:
+            print(f"config=torch_{name} ms_per_meta_step={medians['torch']:.0f} peak_rss_mb={peak_rss_mb():.0f}",
+                  flush=True)
+            print(f"config={name} tf_over_torch={medians['tf'] / medians['torch']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,102 @@
+"""Run in its own process by test_distribute.py: MirroredStrategy on 2 logical CPUs vs one device.
+
+Prints one JSON line (prefixed `RESULT `) of measured differences; the test asserts on them.
+Logical devices must be configured before TensorFlow initialises, hence a fresh process.
+
+    python tests/training/mirrored_check.py <workdir> maml fomaml
+"""
+
+import json
+import pathlib
+import sys
+
+from tfmeta.training import distribute
+
+distribute.configure_logical_devices(2)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfmeta import algorithms, models  # noqa: E402
+from tfmeta.data.episode import Episode  # noqa: E402
+from tfmeta.data.pipeline import episode_dataset  # noqa: E402
+from tfmeta.data.sources import ClassDataset  # noqa: E402
+from tfmeta.training.config import MetaTrainConfig  # noqa: E402
+from tfmeta.training.loop import MetaTrainer  # noqa: E402
+
+WAYS, SHOTS, QUERIES, META_BATCH, STEPS = 3, 1, 2, 4, 3
+
+
+def source():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(8 * 4, 16, 16, 1)).astype(np.float32)  # 8 classes x 4 images
+    return ClassDataset.from_arrays(images, np.repeat(np.arange(8), 4))
+
+
+def trainer(variant, strategy, workdir):
+    config = MetaTrainConfig(dataset="folder", data_dir="unused", ways=WAYS, shots=SHOTS, queries=QUERIES,
+                             meta_batch_size=META_BATCH, inner_lr=0.1, meta_lr=1e-3, num_iterations=STEPS,
+                             eval_every=STEPS, eval_episodes=4, workdir=str(workdir), variant=variant)
+    data = source()
+    build = lambda: algorithms.build(variant, models.conv4(WAYS, input_shape=(16, 16, 1), filters=8),
+                                     inner_steps=1, inner_lr=0.1)
+    stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3, start_step=start,
+                                                input_context=ctx)
+    return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream
+
+
+def first_gradients(t, stream):
+    """Mean meta-gradients of step 0, reduced across replicas as the loop does."""
+    batch = next(iter(t.strategy.distribute_datasets_from_function(lambda ctx: stream(0, ctx))))
+
+    @tf.function(autograph=False)
+    def grads(b):
+        g, _, _ = t.strategy.run(t.algorithm.meta_gradients, args=(Episode(*b),))
+        return [t.strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None) for x in g]
+
+    return [x.numpy() for x in grads(batch)]
+
+
+def check(variant, workdir, mirrored):
+    workdir = pathlib.Path(workdir) / variant
+    single, single_stream = trainer(variant, tf.distribute.get_strategy(), workdir / "single")
+    multi, multi_stream = trainer(variant, mirrored, workdir / "mirrored")
+    initial = [v.numpy() for v in single.model.variables]
+    result = {"replicas": mirrored.num_replicas_in_sync}
+    g1, g2 = first_gradients(single, single_stream), first_gradients(multi, multi_stream)
+    result["grad_max_abs"] = max(float(np.abs(g).max()) for g in g1)
+    result["grad_max_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(g1, g2))
+    h1, h2 = single.train(), multi.train()
+    result["loss_diff"] = abs(h1[-1]["loss"] - h2[-1]["loss"])
+    # A convolution's bias before BatchNorm has an exact meta-gradient of 0 (the
+    # normalisation cancels it): Adam divides float noise by its own size there,
+    # so those biases are compared apart (to Adam's bound of meta_lr per step).
+    diffs = {a.path: float(np.abs(a.numpy() - b.numpy()).max())
+             for a, b in zip(single.model.variables, multi.model.variables)}
+    cancelled = [path for path in diffs if path.startswith("conv4/conv") and path.endswith("/bias")]
+    result["param_max_diff"] = max(d for path, d in diffs.items() if path not in cancelled)
+    result["cancelled_bias_max_diff"] = max(diffs[path] for path in cancelled)
+    result["cancelled_bias_max_grad"] = max(
+        float(np.abs(g).max()) for g, v in zip(g1, single.algorithm.meta_variables) if v.path in cancelled
+    )
+    result["param_max_change"] = max(
+        float(np.abs(a - b.numpy()).max()) for a, b in zip(initial, single.model.variables)
+    )
+    replica_diff, moving_changes = 0.0, []
+    for variable, start in zip(multi.model.variables, initial):
+        copies = [c.numpy() for c in multi.strategy.experimental_local_results(variable.value)]
+        replica_diff = max([replica_diff] + [float(np.abs(c - copies[0]).max()) for c in copies])
+        if "moving" in variable.path:
+            moving_changes.append(float(np.abs(copies[0] - start).max()))
+    result["replica_max_diff"] = replica_diff
+    result["moving_min_change"] = min(moving_changes)
+    result["num_copies"] = len(multi.strategy.experimental_local_results(multi.model.variables[0].value))
+    result["step"] = int(multi.step.numpy())
+    result["checkpoint"] = (workdir / "mirrored" / "checkpoints" / f"ckpt-{STEPS}.index").is_file()
+    return result
+
+
+if __name__ == "__main__":
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    results = {variant: check(variant, sys.argv[1], strategy) for variant in sys.argv[2:]}
+    print("RESULT " + json.dumps(results), flush=True)
