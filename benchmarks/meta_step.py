@@ -23,18 +23,22 @@ down, so later lines include the earlier configurations).
 
 When PyTorch is importable (it is not a tfmeta dependency), the same step written
 idiomatically with `torch.func` (`benchmarks.torch_reference`) is timed in the same
-run, its repeats interleaved with TensorFlow's (TF step, torch step, TF step, ...)
-so that both see the same machine load, and two more lines are printed:
-`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<number>` and
-`config=<name> tf_over_torch=<ratio of medians>`.
+run, in a child process (PyTorch next to TensorFlow's thread pools in one process
+runs several times slower), its repeats interleaved with TensorFlow's (TF step,
+torch step, TF step, ...) so that both see the same machine load; two more lines:
+`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak>` and
+`config=<name> tf_over_torch=<ratio of the medians>`.
 
 Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads` (default 2
 and 2), PyTorch `torch.set_num_threads(--intra_op_threads)` and
 `torch.set_num_interop_threads(--inter_op_threads)`.
 """
 
+import importlib.util
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -56,7 +60,11 @@ flags.DEFINE_integer("logical_devices", 1, "Split the CPU into this many logical
 flags.DEFINE_integer("intra_op_threads", 2, "TensorFlow intra-op threads (and torch.set_num_threads).")
 flags.DEFINE_integer("inter_op_threads", 2, "TensorFlow inter-op threads (and torch.set_num_interop_threads).")
 flags.DEFINE_bool("torch", True, "Also time the torch.func reference when PyTorch is importable.")
-flags.DEFINE_bool("torch_vmap", True, "torch reference: vmap over the tasks (else a Python loop).")
+flags.DEFINE_bool(
+    "torch_vmap", False,
+    "torch reference: vmap over the tasks instead of a Python loop (it works, but measured 3-4x slower and 5x "
+    "the memory here: vmap over per-task conv weights with double backward).",
+)
 
 
 def peak_rss_mb() -> float:
@@ -113,14 +121,44 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
     return step, batch
 
 
-def torch_step(name: str, meta_batch_size: int, use_vmap: bool):
-    """The `torch.func` reference step for configuration `name` and its input."""
-    from benchmarks.torch_reference import TorchMetaStep
+class TorchChild:
+    """The `torch.func` reference step of configuration `name`, in a child process.
 
-    inner_steps, first_order = CONFIGS[name]
-    reference = TorchMetaStep(WAYS, inner_steps, first_order, inner_lr=INNER_LR, use_vmap=use_vmap)
-    episode = reference.random_episode(meta_batch_size, SHOTS, QUERIES, (IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]))
-    return (lambda inputs: float(reference(*inputs))), episode
+    Calling it runs one meta-step there and returns its time in ms (measured by
+    the child around the step only).
+    """
+
+    def __init__(self, name: str, meta_batch_size: int, threads: int, interop_threads: int, use_vmap: bool):
+        inner_steps, first_order = CONFIGS[name]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.torch_reference", "--serve", f"--inner_steps={inner_steps}",
+             f"--first_order={first_order}", f"--meta_batch_size={meta_batch_size}", f"--threads={threads}",
+             f"--interop_threads={interop_threads}", f"--vmap={use_vmap}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.banner = self._read("ready")
+
+    def _read(self, prefix: str) -> str:
+        line = self.process.stdout.readline().strip()
+        if not line.startswith(prefix):
+            raise RuntimeError(f"torch reference child: expected {prefix!r}. Received: {line!r}")
+        return line
+
+    def _ask(self, command: str, prefix: str) -> str:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read(prefix)
+
+    def __call__(self, inputs=None) -> float:
+        return float(self._ask("step", "ms=")[len("ms="):])
+
+    def peak_rss_mb(self) -> float:
+        return float(self._ask("rss", "peak_rss_mb=")[len("peak_rss_mb="):])
+
+    def close(self) -> None:
+        self.process.stdin.write("quit\n")
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def timed(fn, inputs) -> float:
@@ -150,43 +188,42 @@ def main(argv):
         devices = distribute.configure_logical_devices(flag.logical_devices)
     strategy = distribute.make_strategy(flag.strategy, devices=devices)
 
-    torch = None
-    if flag.torch:
-        try:
-            import torch
-        except ImportError:
-            print("torch is not importable: no PyTorch reference (pip install torch to compare).", flush=True)
-    if torch is not None:
-        torch.set_num_threads(flag.intra_op_threads)
-        torch.set_num_interop_threads(flag.inter_op_threads)
+    use_torch = flag.torch and importlib.util.find_spec("torch") is not None
+    if flag.torch and not use_torch:
+        print("# torch is not importable: no PyTorch reference (pip install torch to compare).", flush=True)
     print(
         f"# tensorflow {tf.__version__} intra_op_threads={flag.intra_op_threads} "
         f"inter_op_threads={flag.inter_op_threads} strategy={flag.strategy} "
-        f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size}"
-        + (f"; torch {torch.__version__} threads={torch.get_num_threads()} "
-           f"interop={torch.get_num_interop_threads()} vmap={flag.torch_vmap}" if torch is not None else ""),
+        f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size}",
         flush=True,
     )
 
     for name in flag.configs:
+        child = None
         with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
-            runs = {"tf": tf_step(name, strategy, flag.meta_batch_size, workdir)}
-            if torch is not None:
-                runs["torch"] = torch_step(name, flag.meta_batch_size, flag.torch_vmap)
-            for fn, inputs in runs.values():
-                for _ in range(1 + flag.warmup):  # compile (TF), then warm up
-                    fn(inputs)
-            times = {key: [] for key in runs}
+            step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir)
+            for _ in range(1 + flag.warmup):  # compile, then warm up
+                step(batch)
+            if use_torch:
+                child = TorchChild(name, flag.meta_batch_size, flag.intra_op_threads, flag.inter_op_threads,
+                                   flag.torch_vmap)
+                if name == flag.configs[0]:
+                    print(f"# {child.banner} vmap={flag.torch_vmap} (child process)", flush=True)
+                for _ in range(1 + flag.warmup):
+                    child()
+            times = {"tf": [], "torch": []}
             for _ in range(flag.repeats):  # interleaved: both frameworks see the same load
-                for key, (fn, inputs) in runs.items():
-                    times[key].append(timed(fn, inputs))
-        medians = {key: statistics.median(values) for key, values in times.items()}
-        print(f"config={name} ms_per_meta_step={medians['tf']:.0f} peak_rss_mb={peak_rss_mb():.0f}", flush=True)
-        if torch is not None:
-            print(f"config=torch_{name} ms_per_meta_step={medians['torch']:.0f} peak_rss_mb={peak_rss_mb():.0f}",
+                times["tf"].append(timed(step, batch))
+                if child is not None:
+                    times["torch"].append(child())
+        tf_ms = statistics.median(times["tf"])
+        print(f"config={name} ms_per_meta_step={tf_ms:.0f} peak_rss_mb={peak_rss_mb():.0f}", flush=True)
+        if child is not None:
+            torch_ms = statistics.median(times["torch"])
+            print(f"config=torch_{name} ms_per_meta_step={torch_ms:.0f} peak_rss_mb={child.peak_rss_mb():.0f}",
                   flush=True)
-            print(f"config={name} tf_over_torch={medians['tf'] / medians['torch']:.2f}", flush=True)
-
+            print(f"config={name} tf_over_torch={tf_ms / torch_ms:.2f}", flush=True)
+            child.close()
 
 if __name__ == "__main__":
     app.run(main)

@@ -1,8 +1,12 @@
 """An idiomatic PyTorch `torch.func` MAML meta-step, the reference of `benchmarks.meta_step`.
 
-Not part of tfmeta (PyTorch is not a dependency): `benchmarks.meta_step` imports
-this module only when `torch` is importable, to time the same step on the same
-machine in the same run.
+Not part of tfmeta (PyTorch is not a dependency): when `torch` is importable,
+`benchmarks.meta_step` starts this module as a child process (`--serve`) and asks it
+for one timed step at a time, interleaved with its own TensorFlow steps. A separate
+process because TensorFlow's and PyTorch's thread pools in one process slow PyTorch
+down several times (measured: ~0.12 s per task alone, 0.7-2 s per task next to TF).
+
+    python -m benchmarks.torch_reference --inner_steps=1 --repeats=5   # standalone
 
 The step, as in learn2learn / the torch.func MAML tutorial:
 
@@ -27,7 +31,13 @@ step(*episode)   # one meta-update; returns the mean query loss
 ```
 """
 
+import resource
+import statistics
+import sys
+import time
+
 import torch
+from absl import app, flags
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
@@ -117,3 +127,51 @@ class TorchMetaStep:
         support_x = torch.rand(meta_batch_size, self.ways * shots, *image_shape, generator=generator)
         query_x = torch.rand(meta_batch_size, self.ways * queries, *image_shape, generator=generator)
         return support_x, labels(shots), query_x, labels(queries)
+
+
+flags.DEFINE_integer("inner_steps", 1, "Inner steps.")
+flags.DEFINE_bool("first_order", False, "First-order MAML.")
+flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step.")
+flags.DEFINE_integer("threads", 2, "torch.set_num_threads.")
+flags.DEFINE_integer("interop_threads", 2, "torch.set_num_interop_threads.")
+flags.DEFINE_bool("vmap", False, "vmap over the tasks (else a Python loop, faster here).")
+flags.DEFINE_integer("repeats", 5, "Standalone: timed steps (after one warm-up step); the median is printed.")
+flags.DEFINE_bool("serve", False, "Child mode: read commands from stdin (`step`: run one step and print "
+                  "`ms=<time>`; `rss`: print `peak_rss_mb=<n>`; `quit`).")
+
+
+def main(argv):
+    del argv
+    flag = flags.FLAGS
+    torch.set_num_threads(flag.threads)
+    torch.set_num_interop_threads(flag.interop_threads)
+    step = TorchMetaStep(5, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
+    episode = step.random_episode(flag.meta_batch_size, shots=1, queries=15)
+
+    def timed():
+        start = time.perf_counter()
+        step(*episode)
+        return (time.perf_counter() - start) * 1000.0
+
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not flag.serve:
+        timed()
+        median = statistics.median(timed() for _ in range(flag.repeats))
+        print(f"config=torch ms_per_meta_step={median:.0f} peak_rss_mb={peak():.0f}", flush=True)
+        return
+    print(f"ready torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"interop={torch.get_num_interop_threads()}", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "step":
+            print(f"ms={timed():.3f}", flush=True)
+        elif command == "rss":
+            print(f"peak_rss_mb={peak():.0f}", flush=True)
+        elif command == "quit":
+            break
+        else:
+            print(f"error unknown command {command!r}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

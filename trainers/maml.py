@@ -7,6 +7,14 @@ over 600 unseen tasks.
     python -m trainers.maml
     python -m trainers.maml --dataset=omniglot --data_dir=../shared/data/omniglot \
         --ways=5 --shots=1 --queries=1 --meta_batch_size=32 --inner_lr=0.4 --eval_inner_steps=3
+
+Distributed (`--meta_batch_size` is global: each replica gets its share of the tasks):
+
+    python -m trainers.maml --strategy=mirrored ...                      # all local GPUs
+    python -m trainers.maml --strategy=mirrored --devices=GPU:0,GPU:1 ...
+    TF_CONFIG='{"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+        python -m trainers.maml --strategy=multi_worker --workdir=/shared/runs/x ...   # on every host
+    python -m trainers.maml --mixed_precision=mixed_bfloat16 ...
 """
 
 from absl import app, logging

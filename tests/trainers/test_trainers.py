@@ -46,3 +46,18 @@ def test_reptile_trainer_rejects_another_variant(tmp_path):
     assert done.returncode != 0
     assert "trains Reptile only. Received: variant='maml'" in done.stderr
     assert not (tmp_path / "config.json").exists()
+
+
+def test_strategy_and_mixed_precision_flags(tmp_path):
+    workdir = tmp_path / "run"
+    done = run_module("trainers.reptile", "--strategy=mirrored", "--devices=CPU:0", "--mixed_precision=mixed_bfloat16",
+                      "--num_iterations=2", "--eval_every=2", "--eval_episodes=4", "--eval_inner_steps=1",
+                      "--meta_batch_size=2", f"--workdir={workdir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["strategy"], config["devices"], config["mixed_precision"]) == ("mirrored", "CPU:0", "mixed_bfloat16")
+    assert (workdir / "checkpoints" / "ckpt-2.index").is_file()
+
+    refused = run_module("trainers.maml", "--devices=GPU:0", f"--workdir={tmp_path / 'other'}")
+    assert refused.returncode != 0
+    assert "`devices` applies to strategy='mirrored' only. Received: strategy='default'" in refused.stderr

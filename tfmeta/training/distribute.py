@@ -27,6 +27,7 @@ Strategies (`make_strategy(name)`):
 
 import contextlib
 import json
+import os
 import pathlib
 import shutil
 import tempfile
@@ -86,10 +87,10 @@ def make_strategy(name: str = "default", devices=None) -> tf.distribute.Strategy
 
     Args:
         name: one of `STRATEGIES`: `"default"` (one device), `"mirrored"`
-            (all local GPUs, else the CPU; or `devices`), `"multi_worker"`
-            (`MultiWorkerMirroredStrategy`, cluster from the `TF_CONFIG`
-            environment variable), `"tpu"` (`TPUStrategy` on the TPU that
-            `TPUClusterResolver` finds; untested here).
+            (all local GPUs, else every logical CPU device; or `devices`),
+            `"multi_worker"` (`MultiWorkerMirroredStrategy`, cluster from the
+            `TF_CONFIG` environment variable), `"tpu"` (`TPUStrategy` on the
+            TPU that `TPUClusterResolver` finds; untested here).
         devices: for `"mirrored"` only: device names (a list or a
             comma-separated string such as `"GPU:0,GPU:1"` or
             `"CPU:0,CPU:1"` after `configure_logical_devices(2)`).
@@ -98,7 +99,8 @@ def make_strategy(name: str = "default", devices=None) -> tf.distribute.Strategy
         The strategy (for `"default"`, `tf.distribute.get_strategy()`).
 
     Raises:
-        ValueError: on an unknown `name`, or `devices` with another strategy.
+        ValueError: on an unknown `name`, `devices` with another strategy,
+            or `"tpu"` without a TPU.
 
     Example:
 
@@ -116,10 +118,16 @@ def make_strategy(name: str = "default", devices=None) -> tf.distribute.Strategy
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        if not devices and not tf.config.list_logical_devices("GPU"):
+            # No GPU: every logical CPU (one, unless `configure_logical_devices` split it).
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices or None)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    try:  # Untested here (no TPU): the standard TPUStrategy set-up.
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"No TPU found for strategy='tpu' ({error}). Received: strategy={name!r}") from error
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
@@ -169,13 +177,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def write_dir(workdir, strategy: tf.distribute.Strategy) -> pathlib.Path:
-    """Where this process writes: `workdir` on the chief, a fresh temporary
-    directory on the other workers (they must save too: checkpointing
-    mirrored variables is a collective step; delete it with
+    """Where this process writes: `workdir` on the chief; on the other workers
+    a directory of their own under the system's temporary directory, not yet
+    created (they must save too: checkpointing mirrored variables is a
+    collective step; create it before writing and delete it with
     `remove_write_dir` at the end)."""
     if is_chief(strategy):
         return pathlib.Path(workdir)
-    return pathlib.Path(tempfile.mkdtemp(prefix="tfmeta_worker_"))
+    resolver = strategy.cluster_resolver
+    name = f"tfmeta_{resolver.task_type}{resolver.task_id}_{os.getpid()}"
+    return pathlib.Path(tempfile.gettempdir()) / name
 
 
 def remove_write_dir(path, workdir) -> None:
