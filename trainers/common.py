@@ -29,7 +29,9 @@ _HELP = {
     "eval_episodes": "Tasks per evaluation (the final test on unseen tasks too).",
     "seed": "Seed of the initialisation and of every task stream.",
     "workdir": "Run directory (config.json, checkpoints/, tensorboard/); default runs/<variant>_<dataset>.",
-    "export_dir": "Root of SavedModel exports.",
+    "export_dir": "Root of SavedModel exports; the trained model is exported to <export_dir>/<export_name>/<version> "
+                  "at the end of the run ('' to skip).",
+    "export_name": "Name of the export; default <variant>_<dataset>[_<ways>way_<shots>shot].",
     "resume": "Continue from the workdir's latest checkpoint if any (same config required); "
               "--noresume refuses a workdir that holds checkpoints.",
     "strategy": "tf.distribute strategy: default (one device), mirrored (all local GPUs or --devices), "

@@ -20,11 +20,15 @@ def run_module(module, *args, timeout=240):
 
 def test_maml_trainer_smoke_then_evaluate(tmp_path):
     workdir = tmp_path / "run"
-    done = run_module("trainers.maml", "--num_iterations=20", "--eval_episodes=20", f"--workdir={workdir}")
+    exports = tmp_path / "exports"
+    done = run_module("trainers.maml", "--num_iterations=20", "--eval_episodes=20", f"--workdir={workdir}",
+                      f"--export_dir={exports}", "--export_name=sine")
     assert done.returncode == 0, done.stderr[-3000:]
     for steps in (0, 1, 5, 10):
         assert f"test after {steps:2d} inner steps: mse" in done.stdout, done.stdout
     assert "± " in done.stdout and "(20 episodes)" in done.stdout
+    assert f"exported {exports / 'sine' / '1'}" in done.stdout
+    assert json.loads((exports / "sine" / "1" / "assets" / "tfmeta.json").read_text())["kind"] == "few_shot_regressor"
     config = json.loads((workdir / "config.json").read_text())
     assert config["variant"] == "maml" and config["num_iterations"] == 20 and config["dataset"] == "sinusoid"
     assert (workdir / "checkpoints" / "ckpt-20.index").is_file()
@@ -52,7 +56,7 @@ def test_strategy_and_mixed_precision_flags(tmp_path):
     workdir = tmp_path / "run"
     done = run_module("trainers.reptile", "--strategy=mirrored", "--devices=CPU:0", "--mixed_precision=mixed_bfloat16",
                       "--num_iterations=2", "--eval_every=2", "--eval_episodes=4", "--eval_inner_steps=1",
-                      "--meta_batch_size=2", f"--workdir={workdir}")
+                      "--meta_batch_size=2", f"--workdir={workdir}", "--export_dir=")
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((workdir / "config.json").read_text())
     assert (config["strategy"], config["devices"], config["mixed_precision"]) == ("mirrored", "CPU:0", "mixed_bfloat16")

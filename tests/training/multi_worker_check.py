@@ -3,7 +3,8 @@
 The cluster comes from `TF_CONFIG`. Trains second-order MAML on sinusoids to
 `num_iterations` (resuming from the chief's workdir if it holds a checkpoint),
 then writes `<out_dir>/worker<index>.npz` (final parameters) and
-`<out_dir>/worker<index>.json` (what this worker saw).
+`<out_dir>/worker<index>.json` (what this worker saw). The end of the run
+(test and export, chief only) exports under `<out_dir>/exports`.
 
     TF_CONFIG=... python tests/training/multi_worker_check.py <workdir> <out_dir> <num_iterations>
 """
@@ -19,17 +20,20 @@ from tfmeta.training import runner
 from tfmeta.training.config import MetaTrainConfig
 
 
-def config(workdir, num_iterations, strategy="multi_worker"):
+def config(workdir, num_iterations, strategy="multi_worker", export_dir=""):
     return MetaTrainConfig(meta_batch_size=4, num_iterations=num_iterations, eval_every=2, eval_episodes=4,
-                           eval_inner_steps=1, meta_lr=1e-2, workdir=str(workdir), strategy=strategy)
+                           eval_inner_steps=1, meta_lr=1e-2, workdir=str(workdir), strategy=strategy,
+                           export_dir=str(export_dir))
 
 
 def main(workdir, out_dir, num_iterations):
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    trainer, _ = runner.build_trainer(config(workdir, num_iterations), verbose=False)
+    out = pathlib.Path(out_dir)
+    cfg = config(workdir, num_iterations, export_dir=out / "exports")
+    trainer, sources = runner.build_trainer(cfg, verbose=False)
     start = trainer.restore()
     history = trainer.train()
-    out = pathlib.Path(out_dir)
+    test_results, export_path = runner.test_and_export(trainer, cfg, sources, verbose=False)
     np.savez(out / f"worker{index}.npz", *[v.numpy() for v in trainer.model.variables])
     report = {
         "is_chief": trainer.is_chief,
@@ -40,6 +44,8 @@ def main(workdir, out_dir, num_iterations):
         "start": start,
         "step": int(trainer.step.numpy()),
         "loss": history[-1]["loss"] if history else None,
+        "tested": sorted(test_results),
+        "export_path": None if export_path is None else str(export_path),
     }
     (out / f"worker{index}.json").write_text(json.dumps(report))
 

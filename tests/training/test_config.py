@@ -14,6 +14,15 @@ def test_defaults_are_finn_sinusoid_maml():
     assert (config.meta_batch_size, config.inner_steps, config.inner_lr, config.meta_lr) == (25, 1, 0.01, 1e-3)
     assert config.first_order is False and config.resume is True
     assert config.resolved().workdir == "runs/maml_sinusoid"
+    assert config.resolved().export_name == "maml_sinusoid"
+    assert config.export_dir == "saved_models"
+
+
+def test_default_export_names():
+    omniglot = MetaTrainConfig(dataset="omniglot", data_dir="/d", ways=20, shots=1, variant="maml++")
+    assert omniglot.resolved().export_name == "mamlpp_omniglot_20way_1shot"
+    assert MetaTrainConfig(dataset="cifar100:3.0.2").resolved().export_name == "maml_cifar100_3.0.2_5way_5shot"
+    assert MetaTrainConfig(export_name="mine").resolved().export_name == "mine"
 
 
 def test_frozen():
@@ -25,6 +34,8 @@ def test_frozen():
     "kwargs, error, message",
     [
         (dict(ways=1), ValueError, "ways must be >= 2. Received: ways=1"),
+        (dict(export_name="a/b"), ValueError, "`export_name` must be a plain directory name (no '/'). "
+                                              "Received: export_name='a/b'"),
         (dict(shots=0), ValueError, "`shots` must be >= 1. Received: shots=0"),
         (dict(queries=0), ValueError, "`queries` must be >= 1. Received: queries=0"),
         (dict(meta_batch_size=0), ValueError, "`meta_batch_size` must be >= 1. Received: meta_batch_size=0"),

@@ -67,6 +67,11 @@ def test_two_workers_train_identically_save_on_chief_and_resume(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert sorted(p.name for p in (workdir / "checkpoints").glob("*.index")) == ["ckpt-2.index"]
     assert (workdir / "config.json").is_file() and list((workdir / "tensorboard").iterdir())
+    # Only the chief tests and exports (one SavedModel version).
+    assert chief["tested"] == [0, 1] and other["tested"] == [] and other["export_path"] is None
+    exports = tmp_path / "phase1" / "exports" / "maml_sinusoid"
+    assert chief["export_path"] == str(exports / "1") and [p.name for p in exports.iterdir()] == ["1"]
+    assert (exports / "1" / "saved_model.pb").is_file()
 
     # Resume both workers from the chief's checkpoint to step 4.
     reports, resumed = run_cluster(workdir, tmp_path / "phase2", num_iterations=4)

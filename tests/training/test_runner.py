@@ -4,13 +4,17 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+from tfmeta.data.regression import sinusoid_tasks
+from tfmeta.export.model_card import read_model_card
 
 from tfmeta.training import MetaTrainConfig, run
 from tfmeta.training.runner import build_trainer, report_steps
 
 
 def quick(tmp_path, **kwargs):
-    values = dict(num_iterations=200, eval_every=100, eval_episodes=100, workdir=str(tmp_path))
+    values = dict(num_iterations=200, eval_every=100, eval_episodes=100, workdir=str(tmp_path), export_dir="")
     values.update(kwargs)
     return MetaTrainConfig(**values)
 
@@ -26,14 +30,37 @@ def test_meta_training_reduces_the_sinusoid_loss(tmp_path):
     assert history[-1]["val/mse_after"] < 0.9 * before, (before, history)
 
 
-def test_run_reports_test_mse_after_0_1_5_10_steps(tmp_path):
-    result = run(quick(tmp_path, num_iterations=20, eval_every=20, eval_episodes=30), verbose=False)
+def test_run_reports_test_mse_after_0_1_5_10_steps_and_exports(tmp_path):
+    exports = tmp_path / "exports"
+    result = run(quick(tmp_path / "run", num_iterations=20, eval_every=20, eval_episodes=30,
+                       export_dir=str(exports)), verbose=False)
     assert set(result.test_results) == {0, 1, 5, 10}
     for results in result.test_results.values():
         assert results["num_episodes"] == 30
         mean, ci = results["mse"]
         assert 0 < mean < 20 and 0 < ci < mean
     assert len({r["mse"][0] for r in result.test_results.values()}) == 4  # steps change the error
+
+    # The trained model is exported (TF Serving layout) with its results in the model card.
+    assert result.export_path == exports / "maml_sinusoid" / "1"
+    card = read_model_card(result.export_path)
+    assert card["kind"] == "few_shot_regressor" and card["checkpoint_step"] == 20
+    assert card["training"] == result.config.to_dict()
+    assert card["evaluation"]["episodes"] == 30
+    mean, ci = result.test_results[10]["mse"]
+    assert card["evaluation"]["after_inner_steps"]["10"]["mse"] == {"mean": pytest.approx(mean), "ci95": pytest.approx(ci)}
+    # It adapts inside the graph with the run's eval_inner_steps: same numbers as the trained algorithm.
+    tasks = next(iter(sinusoid_tasks(5, 10, 1, seed=7)))
+    sx, sy, qx = tasks.support_x[0], tasks.support_y[0], tasks.query_x[0]
+    served = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    got = served(support_x=sx, support_y=sy, query_x=qx)["predictions"].numpy()
+    algorithm = result.trainer.algorithm
+    fast = algorithm.adapt(sx, sy, steps=10)
+    np.testing.assert_allclose(got, algorithm.predict(fast, qx).numpy(), rtol=1e-4, atol=1e-5)
+    # A second run of the same name takes the next version; version 1 is untouched.
+    again = run(dataclasses.replace(result.config, workdir=str(tmp_path / "run2"), num_iterations=1, eval_episodes=2),
+                verbose=False)
+    assert again.export_path == exports / "maml_sinusoid" / "2" and read_model_card(result.export_path) == card
 
 
 def test_report_steps():
@@ -65,21 +92,23 @@ def test_resume_equals_uninterrupted_with_learned_rates(tmp_path, variant):
 
 @pytest.mark.data
 def test_omniglot_smoke_and_model_only_restore(omniglot_data_dir, tmp_path):
-    import tensorflow as tf
-
     from tfmeta import models
     from tfmeta.training import checkpoints
 
     config = MetaTrainConfig(dataset="omniglot", data_dir=str(omniglot_data_dir), ways=5, shots=1, queries=2,
                              meta_batch_size=2, inner_lr=0.4, eval_inner_steps=1, num_iterations=4, eval_every=2,
-                             eval_episodes=4, workdir=str(tmp_path))
+                             eval_episodes=4, workdir=str(tmp_path / "run"), export_dir=str(tmp_path / "exports"))
     result = run(config, verbose=False)
     assert [r["step"] for r in result.history] == [2, 4]
     assert set(result.test_results) == {0, 1}
     mean, ci = result.test_results[1]["accuracy"]
     assert 0.0 <= mean <= 1.0 and ci >= 0.0
+    assert result.export_path == tmp_path / "exports" / "maml_omniglot_5way_1shot" / "1"
+    card = read_model_card(result.export_path)
+    assert card["kind"] == "few_shot_classifier" and card["ways"] == 5 and card["shots"] == 1
+    assert card["input"]["preprocessing"]["invert"] is True  # Omniglot strokes are stored as 1
     # A plain `tf.train.Checkpoint(model=...)` restores the learner (e.g. for export).
     model = models.conv4(5, input_shape=(28, 28, 1))
-    tf.train.Checkpoint(model=model).restore(checkpoints.latest_checkpoint(tmp_path)).expect_partial()
+    tf.train.Checkpoint(model=model).restore(checkpoints.latest_checkpoint(tmp_path / "run")).expect_partial()
     for a, b in zip(model.variables, result.trainer.model.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tfmeta.data.sources import ClassDataset, _decode, _resize_and_scale
+from tfmeta.data.sources import ClassDataset, read_image_files
 from tfmeta.export.model_card import read_model_card
 from tfmeta.export.saved_model import SIGNATURE_KEY
 
@@ -76,8 +76,7 @@ class FewShotPredictor:
         paths = [str(p) for p in paths]
         if not paths:
             raise ValueError("`query` must name at least one image file. Received: query=[]")
-        images = [_decode(pathlib.Path(p).read_bytes(), p, self.channels) for p in paths]
-        return _resize_and_scale(images, self.image_size, self.invert, self.channels, paths)
+        return read_image_files(paths, image_size=self.image_size, invert=self.invert, channels=self.channels)
 
     def read_support(self, support_dir):
         """Reads a folder of class folders: `(images, labels, class_names)`.

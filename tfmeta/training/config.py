@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
 VARIANTS = ("maml", "fomaml", "anil", "metasgd", "maml++", "reptile")
@@ -14,8 +15,8 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 # The strategy may change too: the update is the mean over the same global
 # meta-batch at any replica count (equal up to float round-off).
 RESUMABLE_FIELDS = frozenset(
-    {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "resume", "data_dir", "strategy",
-     "devices"}
+    {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "export_name", "resume", "data_dir",
+     "strategy", "devices"}
 )
 
 
@@ -51,7 +52,11 @@ class MetaTrainConfig:
         seed: seeds the learner's initialisation and every task stream.
         workdir: run directory (`config.json`, `checkpoints/`,
             `tensorboard/`); None: `runs/<variant>_<dataset>`.
-        export_dir: root of SavedModel exports (`<export_dir>/<name>/<version>`).
+        export_dir: root of SavedModel exports (`<export_dir>/<name>/<version>`);
+            the trained model is exported there at the end of the run. Empty
+            string: no export.
+        export_name: the export's name; None: `<variant>_<dataset>` plus
+            `_<ways>way_<shots>shot` for classification (`maml++` -> `mamlpp`).
         resume: continue from the latest checkpoint in `workdir` if there is
             one (its `config.json` must match); if False, a `workdir` that
             already holds checkpoints is an error (never overwritten).
@@ -86,6 +91,7 @@ class MetaTrainConfig:
     seed: int = 0
     workdir: str | None = None
     export_dir: str = "saved_models"
+    export_name: str | None = None
     resume: bool = True
     strategy: str = "default"
     devices: str | None = None
@@ -136,16 +142,29 @@ class MetaTrainConfig:
                 f"Received: data_dir={self.data_dir!r}"
             )
 
+        if self.export_name is not None and (
+            not isinstance(self.export_name, str) or self.export_name in ("", ".", "..") or "/" in self.export_name
+        ):
+            raise ValueError(
+                f"`export_name` must be a plain directory name (no '/'). Received: export_name={self.export_name!r}"
+            )
+
     @property
     def is_regression(self) -> bool:
         """Whether the tasks are regression tasks (sinusoid)."""
         return self.dataset == "sinusoid"
 
     def resolved(self) -> "MetaTrainConfig":
-        """A copy with derived defaults filled in (`workdir`)."""
-        if self.workdir is not None:
-            return self
-        return dataclasses.replace(self, workdir=f"runs/{self.variant}_{self.dataset}")
+        """A copy with derived defaults filled in (`workdir`, `export_name`)."""
+        changes = {}
+        if self.workdir is None:
+            changes["workdir"] = f"runs/{self.variant}_{self.dataset}"
+        if self.export_name is None:
+            name = f"{self.variant}_{self.dataset}".replace("+", "p")
+            if not self.is_regression:
+                name += f"_{self.ways}way_{self.shots}shot"
+            changes["export_name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict:
         """The fields as a JSON-serialisable dict."""

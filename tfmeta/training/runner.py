@@ -5,6 +5,7 @@ The trainers in `trainers/` are flags -> `MetaTrainConfig` -> `run(config)`.
 
 import dataclasses
 import math
+import pathlib
 
 import keras
 import tensorflow as tf
@@ -35,12 +36,15 @@ class RunResult:
         trainer: the `MetaTrainer` (its `.algorithm` holds the trained state).
         history: per-evaluation training records.
         test_results: `{inner_steps: evaluate(...) dict}` on the test tasks.
+        export_path: the SavedModel version directory written at the end of
+            the run (None: `config.export_dir` is empty, or not the chief).
     """
 
     config: MetaTrainConfig
     trainer: MetaTrainer
     history: list
     test_results: dict
+    export_path: pathlib.Path | None = None
 
 
 class _Sources:
@@ -154,6 +158,58 @@ def evaluate_on_test(trainer: MetaTrainer, config: MetaTrainConfig, sources=None
     return results
 
 
+def export_trained(trainer: MetaTrainer, config: MetaTrainConfig, test_results: dict | None = None) -> pathlib.Path:
+    """Exports the trained algorithm as an adapt-and-predict SavedModel.
+
+    Classification runs give `export_few_shot_classifier`, sinusoid runs
+    `export_few_shot_regressor`, under `<config.export_dir>/<config.export_name>/<version>`
+    (the next free version; never overwritten). The model card holds the
+    configuration, the checkpoint step, the preprocessing the learner was
+    trained with and the test results (mean and 95% CI per inner-step count).
+
+    Args:
+        trainer: a trained (or restored) `MetaTrainer`.
+        config: the run's configuration (resolved: `export_name` set).
+        test_results: `{inner_steps: evaluate(...) dict}`, e.g. `RunResult.test_results`.
+
+    Returns:
+        The new version directory.
+
+    Example:
+
+    ```python
+    result = run(config)                    # exports already unless export_dir == ""
+    path = export_trained(result.trainer, result.config, result.test_results)
+    ```
+    """
+    from tfmeta import export
+
+    config = config.resolved()
+    evaluation_card = {}
+    if test_results:
+        evaluation_card = {
+            "split": "test (classes or tasks never seen in training)",
+            "episodes": int(next(iter(test_results.values()))["num_episodes"]),
+            "after_inner_steps": {
+                str(steps): {k: {"mean": float(v[0]), "ci95": float(v[1])} for k, v in r.items() if k != "num_episodes"}
+                for steps, r in test_results.items()
+            },
+        }
+    card = {
+        "training": config.to_dict(),
+        "checkpoint_step": int(trainer.step.numpy()),
+        "evaluation": evaluation_card,
+    }
+    if config.is_regression:
+        return export.export_few_shot_regressor(trainer.algorithm, config.export_dir, config.export_name,
+                                                model_card=card, inner_steps=config.eval_inner_steps)
+    card["shots"] = config.shots
+    # Omniglot strokes are stored as 1 (inverted); other image sources as read.
+    card["preprocessing"] = {"invert": config.dataset == "omniglot"}
+    return export.export_few_shot_classifier(trainer.algorithm, config.export_dir, config.export_name,
+                                             model_card=card, inner_steps=config.eval_inner_steps)
+
+
 def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True):
     """A `MetaTrainer` for `config` and the class sources it uses (None for regression).
 
@@ -185,9 +241,10 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
         verbose: print progress and the test results.
 
     Returns:
-        A `RunResult` (the trained algorithm is `result.trainer.algorithm`).
-        On the non-chief workers of a multi-worker run `test_results` is
-        empty (only the chief tests).
+        A `RunResult` (the trained algorithm is `result.trainer.algorithm`;
+        the SavedModel is at `result.export_path`). On the non-chief workers
+        of a multi-worker run `test_results` is empty and nothing is
+        exported (only the chief tests and exports).
 
     Raises:
         NonFiniteLossError: if training diverges (the last checkpoint is kept).
@@ -204,8 +261,33 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
     if verbose:
         print(f"tfmeta: {config.variant} on {config.dataset}; workdir {config.workdir}", flush=True)
     history = trainer.train()
-    results = evaluate_on_test(trainer, config, sources, verbose=verbose) if trainer.is_chief else {}
-    return RunResult(config, trainer, history, results)
+    results, path = test_and_export(trainer, config, sources, verbose=verbose)
+    return RunResult(config, trainer, history, results, path)
+
+
+def test_and_export(trainer: MetaTrainer, config: MetaTrainConfig, sources=None, verbose: bool = True):
+    """The end of a run: on the chief only, tests on unseen tasks, then exports.
+
+    Args:
+        trainer: the trained `MetaTrainer`.
+        config: the run's configuration.
+        sources: the class sources `build_trainer` returned (None for regression).
+        verbose: print the test results and the export path.
+
+    Returns:
+        `(test_results, export_path)`: `({}, None)` on non-chief workers;
+        `export_path` is None when `config.export_dir` is empty.
+    """
+    if not trainer.is_chief:  # Only the chief tests and exports.
+        return {}, None
+    config = config.resolved()
+    results = evaluate_on_test(trainer, config, sources, verbose=verbose)
+    path = None
+    if config.export_dir:
+        path = export_trained(trainer, config, results)
+        if verbose:
+            print(f"exported {path}", flush=True)
+    return results, path
 
 
 def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True) -> dict:
