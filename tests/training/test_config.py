@@ -51,7 +51,7 @@ def test_frozen():
         (dict(eval_episodes=0), ValueError, "`eval_episodes` must be >= 1. Received: eval_episodes=0"),
         (dict(ways=2.5), TypeError, "`ways` must be an integer. Received: ways=2.5"),
         (dict(seed=-1), ValueError, "`seed` must be >= 0. Received: seed=-1"),
-        (dict(dataset="omniglot"), ValueError, "needs `data_dir`"),
+        (dict(dataset="folder"), ValueError, "needs `data_dir`"),
         (dict(dataset=""), ValueError, "Received: dataset=''"),
     ],
 )

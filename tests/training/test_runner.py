@@ -112,3 +112,33 @@ def test_omniglot_smoke_and_model_only_restore(omniglot_data_dir, tmp_path):
     tf.train.Checkpoint(model=model).restore(checkpoints.latest_checkpoint(tmp_path / "run")).expect_partial()
     for a, b in zip(model.variables, result.trainer.model.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_sources_tfds_classes_for_testing_are_never_trained_on():
+    import tensorflow_datasets as tfds
+
+    from tfmeta.training.runner import _Sources
+
+    with tfds.testing.mock_data(num_examples=300):
+        cifar = _Sources(MetaTrainConfig(dataset="cifar100", ways=5, seed=3))
+        omniglot = _Sources(MetaTrainConfig(dataset="omniglot", ways=5))  # no data_dir: TFDS
+    # cifar100's test split holds the training classes: the train split's classes are split instead.
+    assert not set(cifar.train.class_names) & set(cifar.test.class_names)
+    total = cifar.train.num_classes + cifar.test.num_classes
+    assert cifar.test.num_classes == max(5, total // 5) and cifar.train.image_shape == (32, 32, 3)
+    # TFDS omniglot: train (background) split with rotations, test (evaluation) split as is, 28x28x1.
+    assert omniglot.train.image_shape == omniglot.test.image_shape == (28, 28, 1)
+    assert any(name.endswith("@rot90") for name in omniglot.train.class_names)
+    assert not any("@rot" in name for name in omniglot.test.class_names)
+
+
+def test_sources_refuse_too_few_classes_to_split(tmp_path):
+    from PIL import Image
+
+    from tfmeta.training.runner import _Sources
+
+    for k in range(7):
+        (tmp_path / f"c{k}").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"c{k}" / "0.png")
+    with pytest.raises(ValueError, match=r"at least 10 classes .* Received: 7 classes"):
+        _Sources(MetaTrainConfig(dataset="folder", data_dir=str(tmp_path), ways=5))

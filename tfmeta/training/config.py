@@ -31,7 +31,7 @@ class MetaTrainConfig:
 
     Attributes:
         dataset: `"sinusoid"`, `"omniglot"` (the Omniglot archives or an
-            unpacked tree in `data_dir`), `"folder"` (an image folder
+            unpacked tree in `data_dir`; without `data_dir`, TFDS `omniglot`), `"folder"` (an image folder
             `<class>/*.png` in `data_dir`) or a TFDS name.
         data_dir: where the data lives (`omniglot`, `folder`, TFDS cache).
         ways: classes per task (classification only).
@@ -136,7 +136,7 @@ class MetaTrainConfig:
             )
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"`dataset` must be a non-empty string. Received: dataset={self.dataset!r}")
-        if self.dataset in ("omniglot", "folder") and not self.data_dir:
+        if self.dataset == "folder" and not self.data_dir:
             raise ValueError(
                 f"dataset={self.dataset!r} needs `data_dir` (the folder holding the images). "
                 f"Received: data_dir={self.data_dir!r}"

@@ -336,7 +336,8 @@ class MetaTrainer:
                 bad = "nan" if np.isnan(metrics["loss"]) else ("inf" if not np.isfinite(metrics["loss"]) else "finite")
                 what = f"meta-loss became {bad}" if bad != "finite" else "a meta-gradient became nan or inf"
                 raise NonFiniteLossError(
-                    f"{what} at step {step}; {kept}. Lower --meta_lr or --inner_lr, or check the data."
+                    f"{what} at step {step}; {kept}. Check the data, or lower --meta_lr or --inner_lr in a new "
+                    f"--workdir (a workdir's settings are fixed). Received: workdir={str(self.workdir)!r}"
                 )
             done = step + 1
             for name, value in metrics.items():

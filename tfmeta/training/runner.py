@@ -48,24 +48,52 @@ class RunResult:
 
 
 class _Sources:
-    """Train and test class sources of a classification config (loaded once)."""
+    """Train and test class sources of a classification config (loaded once).
+
+    Test classes are never seen in training:
+
+    * `omniglot` from `data_dir` (the published zips or an unpacked tree):
+      test on `OMNIGLOT_TEST_ALPHABETS` (Sanskrit, Tagalog), train on every
+      other alphabet, with 90/180/270-degree rotations as new classes. On the
+      sample in `shared/data` that is the six alphabets of its README; on the
+      full release, 48 alphabets.
+    * `omniglot` without `data_dir`: TFDS `omniglot` (already downloaded or
+      prepared), its `train` split (background alphabets, with rotations) and
+      `test` split (evaluation alphabets), whose characters are disjoint.
+    * `folder`, or any other TFDS name: the classes (of the folder, or of the
+      TFDS `train` split) are split at random from `seed`: a fifth (at least
+      `ways`) for testing, the rest for training. (A TFDS `test` split usually
+      holds the training classes, so it is not used.)
+    """
 
     def __init__(self, config: MetaTrainConfig):
         from tfmeta.data.sources import ClassDataset
 
-        if config.dataset == "omniglot":
+        rotations = (90, 180, 270)
+        if config.dataset == "omniglot" and config.data_dir:
             everything = ClassDataset.from_omniglot(config.data_dir)
-            train, test = everything.split_by_alphabet(OMNIGLOT_TRAIN_ALPHABETS, OMNIGLOT_TEST_ALPHABETS)
-            self.train, self.test = train.with_rotations((90, 180, 270)), test
-        elif config.dataset == "folder":
-            everything = ClassDataset.from_folder(config.data_dir)
+            train_alphabets = [a for a in everything.alphabets if a not in OMNIGLOT_TEST_ALPHABETS]
+            train, self.test = everything.split_by_alphabet(train_alphabets, OMNIGLOT_TEST_ALPHABETS)
+            self.train = train.with_rotations(rotations)
+        elif config.dataset == "omniglot":
+            tfds_omniglot = dict(image_size=(28, 28), invert=True, channels=1, group_key="alphabet")
+            self.train = ClassDataset.from_tfds("omniglot", "train", **tfds_omniglot).with_rotations(rotations)
+            self.test = ClassDataset.from_tfds("omniglot", "test", **tfds_omniglot)
+        else:
+            if config.dataset == "folder":
+                everything = ClassDataset.from_folder(config.data_dir)
+            else:
+                everything = ClassDataset.from_tfds(config.dataset, split="train", data_dir=config.data_dir)
             num_test = max(config.ways, everything.num_classes // 5)
+            if everything.num_classes < num_test + config.ways:
+                raise ValueError(
+                    f"{config.dataset} must hold at least {2 * config.ways} classes to split into {config.ways}-way "
+                    f"training and test classes. Received: {everything.num_classes} classes in "
+                    f"{config.data_dir or config.dataset!r}"
+                )
             self.test, self.train = everything.random_split(
                 [num_test, everything.num_classes - num_test], seed=config.seed
             )
-        else:  # A TFDS name: its train split for meta-training, test split for testing.
-            self.train = ClassDataset.from_tfds(config.dataset, split="train", data_dir=config.data_dir)
-            self.test = ClassDataset.from_tfds(config.dataset, split="test", data_dir=config.data_dir)
 
 
 def train_dataset_fn(config: MetaTrainConfig, sources=None):
