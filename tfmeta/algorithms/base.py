@@ -206,23 +206,45 @@ class Algorithm(abc.ABC):
         state_vars = self.state_variables
 
         def one_task(task):
+            # One outer tape per task inside the map_fn body.
             with tf.GradientTape() as tape:
                 loss, metrics, state = self.task_loss(Episode(*task), training=training)
                 scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
             grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            dtype = self.metrics_dtype()
+            return grads, loss, metrics, state
+
+        return self.mean_over_tasks(one_task, episodes, meta_vars, state_vars)
+
+    def mean_over_tasks(self, one_task, episodes: Episode, variables, state_vars):
+        """Runs `one_task` on every task of a meta-batch (`tf.map_fn`) and averages.
+
+        Args:
+            one_task: `(task tuple) -> (values, loss, metrics, state)`, `values`
+                aligned with `variables` (e.g. gradients), `state` with `state_vars`.
+            episodes: a batched `Episode` with a leading tasks axis.
+            variables: the variables `values` are shaped like.
+            state_vars: the non-trainable variables `state` is shaped like.
+
+        Returns:
+            `(values, metrics, state)` averaged over tasks, as `meta_gradients`
+            returns them (non-float state is taken from the first task).
+        """
+        dtype = self.metrics_dtype()
+        names = ("loss",) + tuple(self.metric_names())
+
+        def body(task):
+            values, loss, metrics, state = one_task(task)
             metrics = {name: tf.cast(metrics[name], dtype) for name in self.metric_names()}
             metrics["loss"] = tf.cast(loss, dtype)
-            return grads, metrics, state
+            return values, metrics, state
 
-        dtype = self.metrics_dtype()
         signature = (
-            [tf.TensorSpec(v.shape, v.dtype) for v in meta_vars],
-            {name: tf.TensorSpec([], dtype) for name in ("loss",) + tuple(self.metric_names())},
+            [tf.TensorSpec(v.shape, v.dtype) for v in variables],
+            {name: tf.TensorSpec([], dtype) for name in names},
             [tf.TensorSpec(v.shape, v.dtype) for v in state_vars],
         )
-        # (tasks, ...) per output; one outer tape per task inside the body.
-        grads, metrics, state = tf.map_fn(one_task, tuple(episodes), fn_output_signature=signature)
+        # (tasks, ...) per output.
+        values, metrics, state = tf.map_fn(body, tuple(episodes), fn_output_signature=signature)
         mean = lambda t: tf.reduce_mean(t, axis=0)
         state = [mean(s) if s.dtype.is_floating else s[0] for s in state]
-        return [mean(g) for g in grads], {k: mean(m) for k, m in metrics.items()}, state
+        return [mean(v) for v in values], {k: mean(m) for k, m in metrics.items()}, state

@@ -83,20 +83,7 @@ class Reptile(MAML):
                 result.trainable, result.non_trainable, task.query_x, training=training
             )
             loss, metrics = task_loss_and_metrics(self.task, outputs, task.query_y)
-            dtype = self.metrics_dtype()
-            metrics = {name: tf.cast(metrics[name], dtype) for name in self.metric_names()}
-            metrics["loss"] = tf.cast(loss, dtype)
             deltas = [tf.convert_to_tensor(t) - p for t, p in zip(theta, result.trainable)]
-            return deltas, metrics, state
+            return deltas, loss, metrics, state
 
-        dtype = self.metrics_dtype()
-        signature = (
-            [tf.TensorSpec(v.shape, v.dtype) for v in variables],
-            {name: tf.TensorSpec([], dtype) for name in ("loss",) + tuple(self.metric_names())},
-            [tf.TensorSpec(v.shape, v.dtype) for v in state_vars],
-        )
-        # (tasks, ...) per output.
-        deltas, metrics, state = tf.map_fn(one_task, tuple(episodes), fn_output_signature=signature)
-        mean = lambda t: tf.reduce_mean(t, axis=0)
-        state = [mean(s) if s.dtype.is_floating else s[0] for s in state]
-        return [mean(d) for d in deltas], {k: mean(m) for k, m in metrics.items()}, state
+        return self.mean_over_tasks(one_task, episodes, variables, state_vars)
