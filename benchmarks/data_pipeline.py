@@ -22,6 +22,7 @@ import time
 
 from absl import app, flags
 
+from benchmarks.common import check_configs
 from tfmeta.data import ClassDataset, episode_dataset
 
 TRAIN_ALPHABETS = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)"]
@@ -61,9 +62,7 @@ def measure(dataset, tasks_per_element: int, warmup: float, window: float, windo
 def main(argv):
     del argv
     flag = flags.FLAGS
-    unknown = sorted(set(flag.configs) - set(CONFIGS))
-    if unknown:
-        raise app.UsageError(f"Unknown --configs {unknown}; choose among {list(CONFIGS)}.")
+    check_configs(flag.configs, CONFIGS)
     (train,) = ClassDataset.from_omniglot(flag.data_dir).split_by_alphabet(TRAIN_ALPHABETS)
     source = train.with_rotations((90, 180, 270))
     for name in flag.configs:

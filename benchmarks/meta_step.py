@@ -44,6 +44,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks.common import check_configs
+
 CONFIGS = {  # name: (inner_steps, first_order)
     "maml2_1step": (1, False),
     "maml2_5step": (5, False),
@@ -170,9 +172,7 @@ def timed(fn, inputs) -> float:
 def main(argv):
     del argv
     flag = flags.FLAGS
-    unknown = sorted(set(flag.configs) - set(CONFIGS))
-    if unknown:
-        raise app.UsageError(f"Unknown --configs {unknown}; choose among {list(CONFIGS)}.")
+    check_configs(flag.configs, CONFIGS)
     if flag.strategy == "default" and flag.logical_devices != 1:
         raise app.UsageError(f"--logical_devices needs --strategy=mirrored. Received: {flag.logical_devices}")
 
