@@ -24,8 +24,8 @@ from absl import app, flags
 
 from benchmarks.common import check_configs
 from tfmeta.data import ClassDataset, episode_dataset
+from tfmeta.training.runner import omniglot_split
 
-TRAIN_ALPHABETS = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)"]
 CONFIGS = {  # name: (ways, shots, queries, meta_batch_size)
     "5w1s": (5, 1, 15, 32),
     "20w5s": (20, 5, 15, 16),
@@ -63,8 +63,7 @@ def main(argv):
     del argv
     flag = flags.FLAGS
     check_configs(flag.configs, CONFIGS)
-    (train,) = ClassDataset.from_omniglot(flag.data_dir).split_by_alphabet(TRAIN_ALPHABETS)
-    source = train.with_rotations((90, 180, 270))
+    source, _ = omniglot_split(ClassDataset.from_omniglot(flag.data_dir))  # the trainer's training classes
     for name in flag.configs:
         ways, shots, queries, batch = CONFIGS[name]
         dataset = episode_dataset(source, ways, shots, queries, meta_batch_size=batch, seed=0)

@@ -142,3 +142,15 @@ def test_sources_refuse_too_few_classes_to_split(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / f"c{k}" / "0.png")
     with pytest.raises(ValueError, match=r"at least 10 classes .* Received: 7 classes"):
         _Sources(MetaTrainConfig(dataset="folder", data_dir=str(tmp_path), ways=5))
+
+
+@pytest.mark.data
+def test_omniglot_split_of_the_sample(omniglot_data_dir):
+    from tfmeta.data.sources import ClassDataset
+    from tfmeta.training.runner import omniglot_split
+
+    train, test = omniglot_split(ClassDataset.from_omniglot(omniglot_data_dir))
+    assert set(test.alphabets) == {"Sanskrit", "Tagalog"} and test.num_classes == 59
+    assert train.num_classes == 4 * 183 and "Sanskrit" not in train.alphabets
+    characters = {name.split("@")[0] for name in train.class_names}
+    assert len(characters) == 183 and not characters & set(test.class_names)

@@ -15,9 +15,9 @@ from tfmeta.training import distribute
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 
-# Alphabet split of the Omniglot sample (shared/data/README.md): no character crosses it.
-OMNIGLOT_TRAIN_ALPHABETS = ("Balinese", "Early_Aramaic", "Greek", "Korean", "Latin", "Japanese_(katakana)")
+# Omniglot test alphabets (shared/data/README.md); every other alphabet is for training.
 OMNIGLOT_TEST_ALPHABETS = ("Sanskrit", "Tagalog")
+ROTATIONS = (90, 180, 270)
 # Validation and test tasks are drawn at steps far beyond any training step, so
 # with the same seed they never coincide with training tasks (sinusoids).
 VALIDATION_START_STEP = 10**9
@@ -69,31 +69,54 @@ class _Sources:
     def __init__(self, config: MetaTrainConfig):
         from tfmeta.data.sources import ClassDataset
 
-        rotations = (90, 180, 270)
         if config.dataset == "omniglot" and config.data_dir:
-            everything = ClassDataset.from_omniglot(config.data_dir)
-            train_alphabets = [a for a in everything.alphabets if a not in OMNIGLOT_TEST_ALPHABETS]
-            train, self.test = everything.split_by_alphabet(train_alphabets, OMNIGLOT_TEST_ALPHABETS)
-            self.train = train.with_rotations(rotations)
+            self.train, self.test = omniglot_split(ClassDataset.from_omniglot(config.data_dir))
         elif config.dataset == "omniglot":
             tfds_omniglot = dict(image_size=(28, 28), invert=True, channels=1, group_key="alphabet")
-            self.train = ClassDataset.from_tfds("omniglot", "train", **tfds_omniglot).with_rotations(rotations)
+            self.train = ClassDataset.from_tfds("omniglot", "train", **tfds_omniglot).with_rotations(ROTATIONS)
             self.test = ClassDataset.from_tfds("omniglot", "test", **tfds_omniglot)
         else:
             if config.dataset == "folder":
                 everything = ClassDataset.from_folder(config.data_dir)
             else:
                 everything = ClassDataset.from_tfds(config.dataset, split="train", data_dir=config.data_dir)
-            num_test = max(config.ways, everything.num_classes // 5)
-            if everything.num_classes < num_test + config.ways:
+            if everything.num_classes < 2 * config.ways:
                 raise ValueError(
                     f"{config.dataset} must hold at least {2 * config.ways} classes to split into {config.ways}-way "
                     f"training and test classes. Received: {everything.num_classes} classes in "
                     f"{config.data_dir or config.dataset!r}"
                 )
+            num_test = max(config.ways, everything.num_classes // 5)
             self.test, self.train = everything.random_split(
                 [num_test, everything.num_classes - num_test], seed=config.seed
             )
+
+
+def omniglot_split(omniglot):
+    """The trainer's Omniglot split: `(train, test)` class datasets.
+
+    Test: the `OMNIGLOT_TEST_ALPHABETS` (Sanskrit, Tagalog). Train: every other
+    alphabet, with 90/180/270-degree rotations as new classes. No character
+    crosses the split.
+
+    Args:
+        omniglot: a `ClassDataset.from_omniglot(...)` holding the test alphabets.
+
+    Returns:
+        `(train, test)` `ClassDataset`s.
+
+    Raises:
+        ValueError: if a test alphabet is missing (named by `split_by_alphabet`).
+
+    Example:
+
+    ```python
+    train, test = omniglot_split(ClassDataset.from_omniglot("../shared/data/omniglot"))
+    ```
+    """
+    train_alphabets = [a for a in omniglot.alphabets if a not in OMNIGLOT_TEST_ALPHABETS]
+    train, test = omniglot.split_by_alphabet(train_alphabets, OMNIGLOT_TEST_ALPHABETS)
+    return train.with_rotations(ROTATIONS), test
 
 
 def train_dataset_fn(config: MetaTrainConfig, sources=None):
@@ -308,7 +331,6 @@ def test_and_export(trainer: MetaTrainer, config: MetaTrainConfig, sources=None,
     """
     if not trainer.is_chief:  # Only the chief tests and exports.
         return {}, None
-    config = config.resolved()
     results = evaluate_on_test(trainer, config, sources, verbose=verbose)
     path = None
     if config.export_dir:
