@@ -55,7 +55,7 @@ def test_mixed_bfloat16_second_order_maml_trains(tmp_path):
     history = trainer.train()
     losses = [record["loss"] for record in history]
     assert np.all(np.isfinite(losses)), losses
-    assert losses[-1] < 0.6 * losses[0], losses  # measured: 9.2 -> 4.2
+    assert losses[-1] < 0.5 * losses[0], losses  # measured: 9.2 -> 4.2
 
 
 MIRRORED_FLOAT16 = textwrap.dedent("""
