@@ -46,7 +46,9 @@ def _tiny_conv(norm_layer, ways=3, size=16, filters=2):
 def _fd_relative_errors(algo, episode, directions=3, h=1e-6, seed=0):
     """Relative errors of directional derivatives: tape (meta_gradients) vs central FD."""
     variables = algo.meta_variables
+    meta_step = int(algo.meta_step.numpy())
     grads, _, _ = algo.meta_gradients(Episode(*(t[None] for t in episode)))
+    algo.meta_step.assign(meta_step)  # task_loss below sees the same multi-step loss weights
     rng = np.random.default_rng(seed)
     base = [v.numpy() for v in variables]
 
@@ -87,6 +89,16 @@ def test_builtin_conv4_matches_finite_differences():
     model = conv4(ways=3, input_shape=(16, 16, 1), filters=2, dtype="float64", seed=0)
     algo = MAML(model, inner_steps=2, inner_lr=0.3)
     assert _fd_relative_errors(algo, _classification_episode(2), directions=2) < 1e-6
+
+
+def test_maml_plus_plus_matches_finite_differences():
+    """LSLR, multi-step loss, per-step BatchNorm statistics and weights, all at once."""
+    algo = tfmeta.algorithms.build("maml++", _tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
+    assert algo.per_step_bn_weights and algo.per_step_bn_stats and algo.learn_inner_lr and algo.multi_step_loss
+    algo.meta_step.assign(1000)  # multi-step loss weights half-way through their annealing
+    for copy in algo.extra_variables:  # distinct values per step
+        copy.assign(copy.numpy() * np.linspace(0.8, 1.2, copy.shape[0]).reshape((-1,) + (1,) * (len(copy.shape) - 1)))
+    assert _fd_relative_errors(algo, _classification_episode(3)) < 1e-6
 
 
 def test_keras_batchnorm_second_order_is_wrong_ours_is_exact():

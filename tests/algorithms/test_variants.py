@@ -131,6 +131,8 @@ def test_build_factory_and_json_config():
     assert build("fomaml", model).first_order
     plus = build("maml++", model, inner_steps=2)
     assert plus.learn_inner_lr and plus.multi_step_loss and plus.per_step_bn_stats
+    assert not plus.per_step_bn_weights  # the MLP has no BatchNorm
+    assert build("maml++", conv4(ways=3, input_shape=(16, 16, 1), filters=2)).per_step_bn_weights
     with pytest.raises(ValueError, match="variant='mamll'"):
         build("mamll", model)
     with pytest.raises(ValueError, match="first_order=False"):
@@ -190,3 +192,59 @@ def test_per_step_statistics_with_more_eval_steps_than_training_steps():
     for value, var in zip(fast.non_trainable, algo.state_variables):
         np.testing.assert_array_equal(value.numpy(), var.numpy()[2])
     assert algo.predict(fast, batch.query_x[0], training=False).shape == (6, 3)
+
+
+def test_per_step_batchnorm_weights_are_meta_learned_per_step():
+    model = conv4(ways=3, input_shape=(16, 16, 1), filters=4, seed=0)
+    algo = MAML(model, inner_steps=2, inner_lr=0.5, per_step_bn_weights=True)
+    bn_weights = [v for layer in model.layers if "bn" in layer.name for v in layer.trainable_variables]
+    assert len(bn_weights) == 8  # gamma and beta of four blocks
+    bn_ids = {id(v) for v in bn_weights}
+    assert not bn_ids & {id(v) for v in algo.meta_variables}  # replaced by the per-step copies
+    assert not bn_ids & {id(v) for v in algo.adapted_variables}  # and never adapted
+    copies = algo.extra_variables
+    assert [tuple(c.shape) for c in copies] == [(3, 4)] * 8  # inner_steps + 1 copies each
+
+    batch = _image_batch()
+    grads, _, _ = algo.meta_gradients(batch)
+    assert len(grads) == len(algo.meta_variables)
+    for grad in grads[-8:]:
+        per_step = tf.reduce_max(tf.abs(grad), axis=1).numpy()
+        assert per_step.min() > 0, per_step  # every step's copy is used: inner steps 0, 1 and the query
+
+    # Copy k is what step k runs with: changing copies 1 and 2 changes nothing before the first step.
+    support_x, support_y, query_x, _ = batch.task(0)
+    before = [algo.predict(algo.adapt(support_x, support_y, steps=s), query_x).numpy() for s in (0, 2)]
+    for copy in copies:
+        copy.assign(copy.numpy() * np.array([[1.0], [1.7], [0.6]]))
+    after = [algo.predict(algo.adapt(support_x, support_y, steps=s), query_x).numpy() for s in (0, 2)]
+    np.testing.assert_array_equal(before[0], after[0])
+    assert np.abs(before[1] - after[1]).max() > 1e-3
+
+
+def test_per_step_batchnorm_weights_need_batchnorm():
+    with pytest.raises(ValueError, match="needs BatchNorm layers.*model 'mlp'"):
+        MAML(mlp(hidden=(4,)), task="regression", per_step_bn_weights=True)
+    model = conv4(ways=3, input_shape=(16, 16, 1), filters=2)
+    with pytest.raises(ValueError, match="BatchNorm weights only"):
+        MAML(model, per_step_bn_weights=True, adapt_variables=model.layers[1].trainable_variables)
+
+
+def test_derivative_order_annealing_switches_to_second_order():
+    model = mlp(hidden=(8, 8), dtype="float64", seed=1)
+    batch = _sinusoid_batch()
+    first, _, _ = MAML(model, task="regression", inner_steps=2, inner_lr=0.05, first_order=True).meta_gradients(batch)
+    second, _, _ = MAML(model, task="regression", inner_steps=2, inner_lr=0.05).meta_gradients(batch)
+    assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(first, second)) > 1e-4
+
+    annealed = MAML(model, task="regression", inner_steps=2, inner_lr=0.05, first_order_steps=2)
+    assert annealed.variant == "maml++" and annealed.config()["first_order_steps"] == 2
+    step = tf.function(lambda episodes: annealed.meta_gradients(episodes)[0])
+    for meta_step, expected in enumerate([first, first, second, second]):
+        assert int(annealed.meta_step.numpy()) == meta_step
+        grads = step(batch)
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
+    assert step.experimental_get_tracing_count() == 1  # one trace holds both orders
+    annealed.meta_gradients(batch, training=False)  # evaluation does not count meta-updates
+    assert int(annealed.meta_step.numpy()) == 4

@@ -173,12 +173,14 @@ def test_saved_model_cli_show_and_run(classifier, tmp_path):
 
 
 def test_maml_plus_plus_state_is_exported(tmp_path):
-    """Learned per-step rates and per-step BatchNorm statistics travel with the export."""
-    algorithm = toy.classifier_algorithm(seed=5, inner_steps=2, learn_inner_lr=True, per_step_bn_stats=True)
+    """Learned per-step rates, per-step BatchNorm statistics and weights travel with the export."""
+    algorithm = toy.classifier_algorithm(seed=5, inner_steps=2, learn_inner_lr=True, per_step_bn_stats=True,
+                                         per_step_bn_weights=True)
     if not algorithm.extra_variables:
         pytest.skip("needs tfmeta.algorithms.MAML with learn_inner_lr")
-    for v in algorithm.extra_variables:  # Distinct learned rates per step.
-        v.assign(v.numpy() * [0.5, 1.5])
+    for v in algorithm.extra_variables:  # Distinct learned rates and BatchNorm weights per step.
+        scale = np.linspace(0.5, 1.5, v.shape[0]).reshape((-1,) + (1,) * (len(v.shape) - 1))
+        v.assign(v.numpy() * scale + 0.1 * (scale - 1.0))
     path = export_few_shot_classifier(algorithm, tmp_path, "mpp")
     card = read_model_card(path)
     assert any(isinstance(r, list) and len(r) == 2 for r in card["inner_learning_rates"].values())

@@ -7,9 +7,15 @@ from tfmeta.algorithms.maml import MAML
 from tfmeta.algorithms.meta_sgd import MetaSGD
 from tfmeta.algorithms.reptile import Reptile
 from tfmeta.algorithms.schedules import cosine_annealing
+from tfmeta.models.batchnorm import batch_norm_layers
 
 # The published MAML++ options; any can be overridden through `build`'s kwargs.
-MAML_PLUS_PLUS_DEFAULTS = {"learn_inner_lr": True, "multi_step_loss": True, "per_step_bn_stats": True}
+# Per-step BatchNorm weights apply to learners with BatchNorm layers only;
+# derivative-order annealing (`first_order_steps`) depends on the run's length,
+# so the trainer sets it (the first third of the meta-updates, as in the paper).
+MAML_PLUS_PLUS_DEFAULTS = {
+    "learn_inner_lr": True, "multi_step_loss": True, "per_step_bn_stats": True, "per_step_bn_weights": True,
+}
 
 
 def _fomaml(model, **kwargs):
@@ -19,12 +25,19 @@ def _fomaml(model, **kwargs):
     return MAML(model, **kwargs)
 
 
+def _maml_plus_plus(model, **kwargs):
+    defaults = dict(MAML_PLUS_PLUS_DEFAULTS)
+    if not batch_norm_layers(model):
+        defaults["per_step_bn_weights"] = False
+    return MAML(model, **{**defaults, **kwargs})
+
+
 VARIANTS = {
     "maml": MAML,
     "fomaml": _fomaml,
     "anil": ANIL,
     "metasgd": MetaSGD,
-    "maml++": lambda model, **kwargs: MAML(model, **{**MAML_PLUS_PLUS_DEFAULTS, **kwargs}),
+    "maml++": _maml_plus_plus,
     "reptile": Reptile,
 }
 
@@ -34,8 +47,9 @@ def build(variant: str, model, **kwargs) -> Algorithm:
 
     Args:
         variant: one of `"maml"`, `"fomaml"`, `"anil"`, `"metasgd"`,
-            `"maml++"` (MAML with LSLR, multi-step loss and per-step
-            BatchNorm statistics), `"reptile"`.
+            `"maml++"` (MAML with LSLR, multi-step loss, per-step
+            BatchNorm statistics and, for learners with BatchNorm, per-step
+            BatchNorm weights and biases), `"reptile"`.
         model: the learner, a built `keras.Model`.
         **kwargs: passed to the algorithm (`task`, `inner_steps`, `inner_lr`,
             `eval_inner_steps`, ...).

@@ -46,7 +46,7 @@ def inner_loop(
     steps: int,
     step_sizes: Callable,
     first_order: bool = False,
-    state_for_step: Optional[Callable] = None,
+    values_for_step: Optional[Callable] = None,
 ) -> InnerLoopResult:
     """Plain gradient steps on a support loss, as a function of the weights.
 
@@ -76,9 +76,10 @@ def inner_loop(
             each adapted variable, None for the variables kept fixed.
         first_order: drop second derivatives (`tf.stop_gradient` on the
             inner gradients).
-        state_for_step: optional `state_for_step(step, state) -> state`,
-            the non-trainable values to use at `step` given the carried ones
-            (MAML++ per-step BatchNorm statistics); None: carry the state.
+        values_for_step: optional `values_for_step(step, trainable, state)
+            -> (trainable, state)`: the values to run `step` with, given the
+            carried ones (MAML++ per-step BatchNorm statistics, weights and
+            biases); None: carry both.
 
     Returns:
         An `InnerLoopResult`.
@@ -109,8 +110,8 @@ def inner_loop(
                 f"Received: {len(sizes)} entries"
             )
         adapted = [i for i, size in enumerate(sizes) if size is not None]
-        if state_for_step is not None:
-            state = list(state_for_step(step, state))
+        if values_for_step is not None:
+            trainable, state = values_for_step(step, list(trainable), list(state))
         with tf.GradientTape() as tape:
             tape.watch([trainable[i] for i in adapted])
             outputs, state = forward(trainable, state, x)

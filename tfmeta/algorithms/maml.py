@@ -3,9 +3,12 @@
 One class covers second-order MAML, first-order MAML (`first_order=True`,
 same code path) and the MAML++ options of Antoniou et al. (2019): multi-step
 loss with annealed weights, learned per-layer per-step inner learning rates
-(LSLR) and per-step BatchNorm statistics. ANIL and Meta-SGD subclass it and
-only change which variables adapt and with which step sizes.
+(LSLR), per-step BatchNorm statistics, per-step BatchNorm weights and biases
+and derivative-order annealing. ANIL and Meta-SGD subclass it and only change
+which variables adapt and with which step sizes.
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -14,6 +17,7 @@ import tensorflow as tf
 from tfmeta.algorithms.base import CLASSIFICATION, Algorithm, Weights, task_loss_and_metrics
 from tfmeta.algorithms.inner_loop import inner_loop
 from tfmeta.data.episode import Episode
+from tfmeta.models.batchnorm import batch_norm_layers
 
 
 def _check_steps(name, value, allow_zero=False):
@@ -52,6 +56,14 @@ class MAML(Algorithm):
       reads and updates copy `min(s, inner_steps)`, the query pass the copy of
       the last step). Then `state_variables` are these stacked copies, not the
       model's variables.
+    * `per_step_bn_weights` (BNWB): one copy of every BatchNorm scale and
+      offset per inner step (`inner_steps + 1` copies, indexed as the
+      statistics), meta-learned in `extra_variables` and not adapted by the
+      inner loop. The model's own BatchNorm weights are then unused and are
+      not in `meta_variables`.
+    * `first_order_steps` (derivative-order annealing): the first
+      `first_order_steps` meta-updates are first order, the rest second
+      order. Both orders are traced once; `tf.cond` on `meta_step` runs one.
 
     Args:
         model: the learner, any built `keras.Model`.
@@ -67,10 +79,16 @@ class MAML(Algorithm):
         msl_anneal_steps: meta-updates over which the multi-step loss weights
             are annealed.
         per_step_bn_stats: MAML++ per-step BatchNorm statistics (see above).
+        per_step_bn_weights: MAML++ per-step BatchNorm weights and biases
+            (see above).
+        first_order_steps: MAML++ derivative-order annealing: meta-updates
+            done first order before switching to second order (0: none).
 
     Raises:
-        ValueError: on a non-positive step count or learning rate, or an
-            `adapt_variables` entry that is not a trainable variable of `model`.
+        ValueError: on a non-positive step count or learning rate, an
+            `adapt_variables` entry that is not a trainable variable of
+            `model`, or `per_step_bn_weights` on a model without trainable
+            BatchNorm weights.
 
     Example:
 
@@ -104,12 +122,15 @@ class MAML(Algorithm):
         multi_step_loss: bool = False,
         msl_anneal_steps: int = 5000,
         per_step_bn_stats: bool = False,
+        per_step_bn_weights: bool = False,
+        first_order_steps: int = 0,
     ):
         super().__init__(model, task)
         _check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             _check_steps("eval_inner_steps", eval_inner_steps, allow_zero=True)
         _check_steps("msl_anneal_steps", msl_anneal_steps)
+        _check_steps("first_order_steps", first_order_steps, allow_zero=True)
         if not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool) or not inner_lr > 0:
             raise ValueError(f"`inner_lr` must be a positive number. Received: inner_lr={inner_lr!r}")
         self.inner_steps = inner_steps
@@ -120,6 +141,9 @@ class MAML(Algorithm):
         self.multi_step_loss = bool(multi_step_loss)
         self.msl_anneal_steps = msl_anneal_steps
         self.per_step_bn_stats = bool(per_step_bn_stats)
+        self.per_step_bn_weights = bool(per_step_bn_weights)
+        self.first_order_steps = first_order_steps
+        self._first_order_now = None  # set while tracing one branch of derivative-order annealing
 
         trainable = model.trainable_variables
         if adapt_variables is None:
@@ -133,6 +157,26 @@ class MAML(Algorithm):
                     f"Received: adapt_variables with unknown entries {unknown}"
                 )
             self._adapted = sorted(index[id(v)] for v in adapt_variables)
+
+        # Per-step BatchNorm weights and biases: {trainable index: (inner_steps + 1, ...) copies}.
+        self._step_bn = {}
+        if self.per_step_bn_weights:
+            bn_ids = {id(v) for layer in batch_norm_layers(model) for v in layer.trainable_variables}
+            for i, var in enumerate(trainable):
+                if id(var) in bn_ids:
+                    value = np.repeat(np.asarray(var.numpy())[None], inner_steps + 1, axis=0)
+                    self._step_bn[i] = keras.Variable(value, dtype=var.dtype, name=f"step_bn_{i}")
+            if not self._step_bn:
+                raise ValueError(
+                    "`per_step_bn_weights=True` needs BatchNorm layers with trainable scale or offset in `model`. "
+                    f"Received: model {model.name!r} without any"
+                )
+            self._adapted = [i for i in self._adapted if i not in self._step_bn]
+            if not self._adapted:
+                raise ValueError(
+                    "With `per_step_bn_weights=True` the BatchNorm weights are not adapted, and no other "
+                    "variable is. Received: adapt_variables with BatchNorm weights only"
+                )
 
         self._lslr = {}
         if self.learn_inner_lr:
@@ -156,8 +200,17 @@ class MAML(Algorithm):
 
     @property
     def extra_variables(self) -> list:
-        """Learned inner learning rates (LSLR), in adapted-variable order."""
-        return [self._lslr[i] for i in self._adapted if i in self._lslr]
+        """Learned inner learning rates (LSLR or Meta-SGD's), in adapted-variable
+        order, then the per-step BatchNorm weights (BNWB)."""
+        rates = [self._learned_rate(i) for i in self._adapted]
+        return [r for r in rates if r is not None] + [self._step_bn[i] for i in sorted(self._step_bn)]
+
+    @property
+    def meta_variables(self) -> list:
+        """The model's trainable variables (but the BatchNorm weights that
+        per-step copies replace), then `extra_variables`."""
+        trainable = self.model.trainable_variables
+        return [v for i, v in enumerate(trainable) if i not in self._step_bn] + self.extra_variables
 
     @property
     def state_variables(self) -> list:
@@ -204,7 +257,8 @@ class MAML(Algorithm):
     @property
     def variant(self) -> str:
         """Name of the variant, as `tfmeta.algorithms.build` takes it."""
-        if self.learn_inner_lr or self.multi_step_loss or self.per_step_bn_stats:
+        if (self.learn_inner_lr or self.multi_step_loss or self.per_step_bn_stats or self.per_step_bn_weights
+                or self.first_order_steps):
             return "maml++"
         return "fomaml" if self.first_order else self.variant_name
 
@@ -222,6 +276,8 @@ class MAML(Algorithm):
             "multi_step_loss": self.multi_step_loss,
             "msl_anneal_steps": self.msl_anneal_steps,
             "per_step_bn_stats": self.per_step_bn_stats,
+            "per_step_bn_weights": self.per_step_bn_weights,
+            "first_order_steps": self.first_order_steps,
         }
 
     def multi_step_loss_weights(self, steps: int = None):
@@ -258,16 +314,31 @@ class MAML(Algorithm):
             return stacked
         return [s[min(step, self.inner_steps)] for s in stacked]
 
+    def _weights_at(self, trainable, step):
+        """`trainable` with the per-step BatchNorm weights of `step` (MAML++ BNWB)."""
+        if not self._step_bn:
+            return trainable
+        trainable = list(trainable)
+        for i, copies in self._step_bn.items():
+            trainable[i] = copies[min(step, self.inner_steps)]
+        return trainable
+
+    @property
+    def _uses_first_order(self) -> bool:
+        return self.first_order if self._first_order_now is None else self._first_order_now
+
     def _inner(self, trainable, state, x, y, steps, training):
         """Runs the inner loop; returns its result and the state to hand back."""
         forward = lambda w, s, inputs: self.stateless_forward(w, s, inputs, training=training)
         loss_fn = lambda outputs, labels: task_loss_and_metrics(self.task, outputs, labels)[0]
-        state_for_step = None
-        if self.per_step_bn_stats:
-            state_for_step = lambda step, carried: self._state_at(state, step)
+        values_for_step = None
+        if self.per_step_bn_stats or self._step_bn:
+            def values_for_step(step, carried_trainable, carried_state):
+                step_state = self._state_at(state, step) if self.per_step_bn_stats else carried_state
+                return self._weights_at(carried_trainable, step), step_state
         return inner_loop(
             forward, loss_fn, trainable, self._state_at(state, 0), x, y, steps,
-            self.step_sizes, first_order=self.first_order, state_for_step=state_for_step,
+            self.step_sizes, first_order=self._uses_first_order, values_for_step=values_for_step,
         )
 
     def adapt(self, support_x, support_y, steps=None, training: bool = True) -> Weights:
@@ -282,7 +353,7 @@ class MAML(Algorithm):
         state = self._initial_state()
         result = self._inner(trainable, state, support_x, support_y, steps, training)
         query_state = self._state_at(state, steps) if self.per_step_bn_stats else result.non_trainable
-        return Weights(result.trainable, query_state)
+        return Weights(self._weights_at(result.trainable, steps), query_state)
 
     def predict(self, adapted: Weights, x, training: bool = True):
         outputs, _ = self.call_model(adapted, x, training=training)
@@ -305,7 +376,7 @@ class MAML(Algorithm):
         else:
             query_in = result.non_trainable
         outputs, query_state = self.stateless_forward(
-            result.trainable, query_in, episode.query_x, training=training
+            self._weights_at(result.trainable, steps), query_in, episode.query_x, training=training
         )
         loss, metrics = task_loss_and_metrics(self.task, outputs, episode.query_y)
 
@@ -315,7 +386,7 @@ class MAML(Algorithm):
             for s in range(steps - 1):
                 step_state = self._state_at(state, s + 1) if self.per_step_bn_stats else result.states[s]
                 step_outputs, _ = self.stateless_forward(
-                    result.trajectory[s], step_state, episode.query_x, training=training
+                    self._weights_at(result.trajectory[s], s + 1), step_state, episode.query_x, training=training
                 )
                 losses.append(task_loss_and_metrics(self.task, step_outputs, episode.query_y)[0])
             losses.append(loss)
@@ -333,11 +404,35 @@ class MAML(Algorithm):
             new_state = query_state
         return loss, metrics, new_state
 
+    @contextlib.contextmanager
+    def _derivative_order(self, first_order: bool):
+        """While tracing one branch of derivative-order annealing: that order."""
+        self._first_order_now = first_order
+        try:
+            yield
+        finally:
+            self._first_order_now = None
+
     def meta_gradients(self, episodes: Episode, training: bool = True, loss_scale=None):
         """See `Algorithm.meta_gradients`; also counts meta-updates in `meta_step`
-        (which anneals the multi-step loss weights) when `training`."""
-        grads, metrics, state = super().meta_gradients(episodes, training=training, loss_scale=loss_scale)
-        if training and self.multi_step_loss:
+        (which anneals the multi-step loss weights and the derivative order)
+        when `training`.
+
+        With `first_order_steps`, meta-updates `meta_step < first_order_steps`
+        are first order: both orders are traced and `tf.cond` runs one.
+        """
+        gradients = lambda: super(MAML, self).meta_gradients(episodes, training=training, loss_scale=loss_scale)
+        if training and self.first_order_steps and not self.first_order:
+            def with_order(first_order):
+                with self._derivative_order(first_order):
+                    return gradients()
+
+            grads, metrics, state = tf.cond(
+                self.meta_step < self.first_order_steps, lambda: with_order(True), lambda: with_order(False)
+            )
+        else:
+            grads, metrics, state = gradients()
+        if training and (self.multi_step_loss or self.first_order_steps):
             with tf.control_dependencies(grads):
                 self.meta_step.assign_add(1)
         return grads, metrics, state

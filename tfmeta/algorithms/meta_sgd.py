@@ -47,11 +47,6 @@ class MetaSGD(MAML):
             for i in self._adapted
         }
 
-    @property
-    def extra_variables(self) -> list:
-        """The learned step sizes, in adapted-variable order."""
-        return [self._alpha[i] for i in self._adapted]
-
     def step_sizes(self, step: int) -> list:
         sizes = [None] * len(self.model.trainable_variables)
         for i in self._adapted:

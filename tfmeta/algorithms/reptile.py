@@ -60,7 +60,8 @@ class Reptile(MAML):
 
     def config(self) -> dict:
         config = super().config()
-        for key in ("first_order", "learn_inner_lr", "multi_step_loss", "msl_anneal_steps", "per_step_bn_stats"):
+        for key in ("first_order", "learn_inner_lr", "multi_step_loss", "msl_anneal_steps", "per_step_bn_stats",
+                    "per_step_bn_weights", "first_order_steps"):
             config.pop(key)
         return config
 

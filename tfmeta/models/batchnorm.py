@@ -127,3 +127,23 @@ class BatchNorm(keras.layers.Layer):
         config = super().get_config()
         config.update(momentum=self.momentum, epsilon=self.epsilon, center=self.center, scale=self.scale)
         return config
+
+
+def batch_norm_layers(model: keras.Model) -> list:
+    """The batch-normalisation layers of `model` (`BatchNorm` and Keras's
+    `BatchNormalization`), nested ones included, in the model's order.
+
+    Args:
+        model: a `keras.Model` (or layer).
+
+    Returns:
+        A list of layers, empty if there are none.
+
+    Example:
+
+    ```python
+    len(batch_norm_layers(tfmeta.models.conv4(ways=5)))   # 4
+    ```
+    """
+    kinds = (BatchNorm, keras.layers.BatchNormalization)
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]

@@ -189,7 +189,8 @@ class MetaTrainConfig:
 
     def resumable_fields(self) -> frozenset:
         """Fields a resumed run may change: `RESUMABLE_FIELDS`, except
-        `num_iterations` for MAML++ (its cosine meta-lr schedule spans it)."""
+        `num_iterations` for MAML++ (its cosine meta-lr schedule and its
+        derivative-order annealing span it)."""
         if self.variant == "maml++":
             return RESUMABLE_FIELDS - {"num_iterations"}
         return RESUMABLE_FIELDS

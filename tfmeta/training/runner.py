@@ -159,7 +159,13 @@ def eval_dataset_fn(config: MetaTrainConfig, sources=None, start_step=VALIDATION
 
 
 def algorithm_fn(config: MetaTrainConfig, sources=None):
-    """`() -> Algorithm`: the learner (MLP 40-40 or Conv-4) wrapped by the variant."""
+    """`() -> Algorithm`: the learner (MLP 40-40 or Conv-4) wrapped by the variant.
+
+    `maml++` is every MAML++ option of Antoniou et al. (2019): LSLR, the
+    multi-step loss, per-step BatchNorm statistics, weights and biases,
+    derivative-order annealing over the first third of `num_iterations`, and
+    (in `optimizer_fn`) the cosine-annealed meta learning rate.
+    """
     from tfmeta import algorithms, models
 
     def make():
@@ -173,6 +179,8 @@ def algorithm_fn(config: MetaTrainConfig, sources=None):
                       eval_inner_steps=config.eval_inner_steps)
         if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
             kwargs["first_order"] = config.first_order
+        if config.variant == "maml++":  # Derivative-order annealing: the first third is first order (paper: 50/150 epochs).
+            kwargs["first_order_steps"] = config.num_iterations // 3
         return algorithms.build(config.variant, model, **kwargs)
 
     return make
