@@ -50,3 +50,57 @@ def test_batchnorm_matches_textbook_formula_to_second_order(training):
 
     for got, want in zip(second_order(ours), second_order(reference)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (7, 3)])
+def test_fused_float32_path_matches_float64_to_second_order(shape):
+    """Training mode in float32 runs the fused kernel; it must agree with the exact
+    float64 formula (values, first and second derivatives, moving statistics)."""
+    rng = np.random.default_rng(1)
+    channels = shape[-1]
+    gamma, beta = rng.uniform(0.5, 2.0, channels), rng.normal(size=channels)
+    moving = [rng.normal(size=channels), rng.uniform(0.5, 2.0, channels)]
+    x, probe = rng.normal(size=shape) * 2.0 + 1.0, rng.normal(size=shape)
+
+    def run(dtype):
+        layer = BatchNorm(dtype=dtype)
+        layer.build(shape)
+        c = lambda a: tf.constant(a, dtype)
+        xs, gs, bs = c(x), c(gamma), c(beta)
+        with tf.GradientTape() as outer:
+            outer.watch([xs, gs, bs])
+            with tf.GradientTape() as inner:
+                inner.watch([xs, gs])
+                y, state = layer.stateless_call([gs, bs], [c(m) for m in moving], xs, training=True)
+                loss = tf.reduce_sum(tf.square(y) * c(probe))
+            gx, gg = inner.gradient(loss, [xs, gs])
+            out = tf.reduce_sum(gx * c(probe)) + tf.reduce_sum(gg * gg)
+        return [y, gx, gg] + outer.gradient(out, [xs, gs, bs]) + list(state)
+
+    for got, want in zip(run("float32"), run("float64")):
+        scale = float(np.abs(want.numpy()).max())
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_fused_path_with_a_single_value_per_channel():
+    """One value per channel: zero variance, output beta, finite moving statistics."""
+    layer = BatchNorm(momentum=0.9)
+    layer.build((1, 4))
+    y, (mean, variance) = layer.stateless_call(
+        [tf.ones([4]), tf.fill([4], 0.5)], [tf.zeros([4]), tf.ones([4])], tf.constant([[1.0, 2.0, 3.0, 4.0]]),
+        training=True,
+    )
+    np.testing.assert_allclose(y.numpy(), [[0.5] * 4])
+    np.testing.assert_allclose(mean.numpy(), [0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(variance.numpy(), [0.9] * 4, rtol=1e-6)
+
+
+def test_bfloat16_inputs_keep_their_dtype():
+    layer = BatchNorm()
+    layer.build((2, 3, 3, 4))
+    x = tf.random.stateless_normal((2, 3, 3, 4), seed=[1, 2])
+    y16, _ = layer.stateless_call([tf.ones([4]), tf.zeros([4])], [tf.zeros([4]), tf.ones([4])],
+                                  tf.cast(x, tf.bfloat16), training=True)
+    y32, _ = layer.stateless_call([tf.ones([4]), tf.zeros([4])], [tf.zeros([4]), tf.ones([4])], x, training=True)
+    assert y16.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y16, tf.float32).numpy(), y32.numpy(), atol=0.05)

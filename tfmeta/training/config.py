@@ -25,8 +25,9 @@ class MetaTrainConfig:
     """Configuration of one meta-training run (the defaults live here only).
 
     With no arguments: second-order MAML on sinusoid regression (Finn et al.,
-    2017): an MLP 40-40, K=5 support and 10 query points, one inner step of
-    size 0.01, meta-batch 25, Adam 1e-3, short enough for a few CPU minutes.
+    2017): an MLP 40-40, K=5 support and K=5 query points (as their reference
+    code), one inner step of size 0.01, meta-batch 25, Adam 1e-3, short
+    enough for a few CPU minutes.
     Published settings are in `tfmeta.training.presets`.
 
     Attributes:
@@ -77,7 +78,7 @@ class MetaTrainConfig:
     data_dir: str | None = None
     ways: int = 5
     shots: int = 5
-    queries: int = 10
+    queries: int = 5
     meta_batch_size: int = 25
     inner_steps: int = 1
     inner_lr: float = 0.01
