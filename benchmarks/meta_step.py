@@ -29,9 +29,11 @@ torch step, TF step, ...) so that both see the same machine load; two more lines
 `config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak>` and
 `config=<name> tf_over_torch=<ratio of the medians>`.
 
-Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads` (default 2
-and 2), PyTorch `torch.set_num_threads(--intra_op_threads)` and
-`torch.set_num_interop_threads(--inter_op_threads)`.
+Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads`, by default
+the trainers' defaults (1, and one per core: the tasks of the meta-batch run in
+parallel); PyTorch gets `--torch_threads` / `--torch_interop_threads`, by default
+its own defaults (one thread per core, its fastest here). Each framework runs as
+it is fastest, as a user would run it.
 """
 
 import importlib.util
@@ -59,8 +61,11 @@ flags.DEFINE_integer("warmup", 1, "Untimed meta-steps after the compiling one.")
 flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step (global, over all replicas).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("logical_devices", 1, "Split the CPU into this many logical devices (mirrored replicas).")
-flags.DEFINE_integer("intra_op_threads", 2, "TensorFlow intra-op threads (and torch.set_num_threads).")
-flags.DEFINE_integer("inter_op_threads", 2, "TensorFlow inter-op threads (and torch.set_num_interop_threads).")
+flags.DEFINE_integer("intra_op_threads", 1, "TensorFlow intra-op threads (0: one per core).", lower_bound=0)
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: one per core).", lower_bound=0)
+flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).", lower_bound=0)
+flags.DEFINE_integer("torch_interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).",
+                     lower_bound=0)
 flags.DEFINE_bool("torch", True, "Also time the torch.func reference when PyTorch is importable.")
 flags.DEFINE_bool(
     "torch_vmap", False,
@@ -192,8 +197,8 @@ def main(argv):
     if flag.torch and not use_torch:
         print("# torch is not importable: no PyTorch reference (pip install torch to compare).", flush=True)
     print(
-        f"# tensorflow {tf.__version__} intra_op_threads={flag.intra_op_threads} "
-        f"inter_op_threads={flag.inter_op_threads} strategy={flag.strategy} "
+        f"# tensorflow {tf.__version__} intra_op_threads={flag.intra_op_threads or 'default'} "
+        f"inter_op_threads={flag.inter_op_threads or 'default'} strategy={flag.strategy} "
         f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size}",
         flush=True,
     )
@@ -205,7 +210,7 @@ def main(argv):
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
             if use_torch:
-                child = TorchChild(name, flag.meta_batch_size, flag.intra_op_threads, flag.inter_op_threads,
+                child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
                                    flag.torch_vmap)
                 if name == flag.configs[0]:
                     print(f"# {child.banner} vmap={flag.torch_vmap} (child process)", flush=True)

@@ -132,8 +132,8 @@ class TorchMetaStep:
 flags.DEFINE_integer("inner_steps", 1, "Inner steps.")
 flags.DEFINE_bool("first_order", False, "First-order MAML.")
 flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step.")
-flags.DEFINE_integer("threads", 2, "torch.set_num_threads.")
-flags.DEFINE_integer("interop_threads", 2, "torch.set_num_interop_threads.")
+flags.DEFINE_integer("threads", 0, "torch.set_num_threads (0: torch's default, one per core).")
+flags.DEFINE_integer("interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).")
 flags.DEFINE_bool("vmap", False, "vmap over the tasks (else a Python loop, faster here).")
 flags.DEFINE_integer("repeats", 5, "Standalone: timed steps (after one warm-up step); the median is printed.")
 flags.DEFINE_bool("serve", False, "Child mode: read commands from stdin (`step`: run one step and print "
@@ -143,8 +143,10 @@ flags.DEFINE_bool("serve", False, "Child mode: read commands from stdin (`step`:
 def main(argv):
     del argv
     flag = flags.FLAGS
-    torch.set_num_threads(flag.threads)
-    torch.set_num_interop_threads(flag.interop_threads)
+    if flag.threads:
+        torch.set_num_threads(flag.threads)
+    if flag.interop_threads:
+        torch.set_num_interop_threads(flag.interop_threads)
     step = TorchMetaStep(5, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
     episode = step.random_episode(flag.meta_batch_size, shots=1, queries=15)
 

@@ -42,8 +42,28 @@ _HELP = {
 }
 
 
+def define_thread_flags() -> None:
+    """Defines `--intra_op_threads` and `--inter_op_threads` (see `configure_threads`)."""
+    flags.DEFINE_integer(
+        "intra_op_threads", 1,
+        "Threads one TensorFlow op may use (0: TensorFlow's default, one per core). 1 is fastest for "
+        "meta-training on CPU (measured by benchmarks.meta_step): the tasks of a meta-batch run in parallel instead.",
+        lower_bound=0,
+    )
+    flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow ops run at once (0: one per core).", lower_bound=0)
+
+
+def configure_threads() -> None:
+    """Applies the thread flags; call before TensorFlow runs anything."""
+    import tensorflow as tf  # noqa: PLC0415 - only once the flags are parsed
+
+    tf.config.threading.set_intra_op_parallelism_threads(flags.FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(flags.FLAGS.inter_op_threads)
+
+
 def define_flags() -> None:
-    """Defines one absl flag per `MetaTrainConfig` field."""
+    """Defines one absl flag per `MetaTrainConfig` field, and the thread flags."""
+    define_thread_flags()
     for name, default in _DEFAULTS.items():
         help_text = _HELP[name]
         if name == "variant":

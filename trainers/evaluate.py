@@ -6,16 +6,19 @@
 from absl import app, flags, logging
 
 from tfmeta.training.runner import evaluate_workdir
+from trainers import common
 
 flags.DEFINE_string("workdir", None, "Run directory holding config.json and checkpoints/.", required=True)
 flags.DEFINE_integer("eval_episodes", 600, "Unseen tasks to evaluate on (>= 600 for the usual CI).")
 flags.DEFINE_string("data_dir", None, "Override the data directory saved in config.json.")
+common.define_thread_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
+    common.configure_threads()
     evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.eval_episodes, data_dir=flags.FLAGS.data_dir)
 
 

@@ -29,6 +29,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
+    common.configure_threads()
     run(common.config_from_flags())
 
 

@@ -19,6 +19,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
     if flags.FLAGS["variant"].present and flags.FLAGS.variant != "reptile":
         raise app.UsageError(f"trainers.reptile trains Reptile only. Received: variant={flags.FLAGS.variant!r}")
+    common.configure_threads()
     run(common.config_from_flags(variant="reptile"))
 
 
