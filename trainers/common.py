@@ -23,6 +23,9 @@ _HELP = {
     "eval_inner_steps": "Inner steps at evaluation; the test also reports 0/1/5/10 steps up to this.",
     "meta_lr": "Outer (Adam) learning rate.",
     "first_order": "First-order MAML (no second derivatives).",
+    "multi_step_loss": "MAML++ multi-step loss for any MAML-family variant (on for maml++): the query loss after "
+                       "every inner step, weights annealed towards the last step over --msl_anneal_steps.",
+    "msl_anneal_steps": "Meta-updates over which the multi-step loss weights are annealed (MAML++: 5000).",
     "variant": "Algorithm variant.",
     "num_iterations": "Meta-updates in total (also when resuming).",
     "eval_every": "Steps between checkpoints and validation evaluations.",

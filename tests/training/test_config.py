@@ -10,7 +10,8 @@ from tfmeta.training.presets import PRESETS, preset
 
 def test_defaults_are_finn_sinusoid_maml():
     config = MetaTrainConfig()
-    assert (config.dataset, config.variant, config.shots, config.queries) == ("sinusoid", "maml", 5, 10)
+    # K=5 support and K=5 query points: the reference code draws 2K points per task.
+    assert (config.dataset, config.variant, config.shots, config.queries) == ("sinusoid", "maml", 5, 5)
     assert (config.meta_batch_size, config.inner_steps, config.inner_lr, config.meta_lr) == (25, 1, 0.01, 1e-3)
     assert config.first_order is False and config.resume is True
     assert config.resolved().workdir == "runs/maml_sinusoid"
@@ -38,6 +39,10 @@ def test_frozen():
                                               "Received: export_name='a/b'"),
         (dict(shots=0), ValueError, "`shots` must be >= 1. Received: shots=0"),
         (dict(queries=0), ValueError, "`queries` must be >= 1. Received: queries=0"),
+        (dict(msl_anneal_steps=0), ValueError, "`msl_anneal_steps` must be >= 1. Received: msl_anneal_steps=0"),
+        (dict(variant="reptile", multi_step_loss=True), ValueError,
+         "`multi_step_loss` applies to the MAML family; Reptile has no meta-loss. "
+         "Received: variant='reptile', multi_step_loss=True"),
         (dict(meta_batch_size=0), ValueError, "`meta_batch_size` must be >= 1. Received: meta_batch_size=0"),
         (dict(inner_steps=-1), ValueError, "`inner_steps` must be >= 0. Received: inner_steps=-1"),
         (dict(inner_lr=0.0), ValueError, "`inner_lr` must be a finite number > 0. Received: inner_lr=0.0"),

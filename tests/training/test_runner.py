@@ -10,7 +10,7 @@ from tfmeta.data.regression import sinusoid_tasks
 from tfmeta.export.model_card import read_model_card
 
 from tfmeta.training import MetaTrainConfig, run
-from tfmeta.training.runner import build_trainer, report_steps
+from tfmeta.training.runner import algorithm_fn, build_trainer, report_steps
 
 
 def quick(tmp_path, **kwargs):
@@ -61,6 +61,17 @@ def test_run_reports_test_mse_after_0_1_5_10_steps_and_exports(tmp_path):
     again = run(dataclasses.replace(result.config, workdir=str(tmp_path / "run2"), num_iterations=1, eval_episodes=2),
                 verbose=False)
     assert again.export_path == exports / "maml_sinusoid" / "2" and read_model_card(result.export_path) == card
+
+
+def test_algorithm_options_from_the_config():
+    msl = algorithm_fn(MetaTrainConfig(inner_steps=2, multi_step_loss=True, msl_anneal_steps=70))()
+    assert msl.variant == "maml++" and msl.multi_step_loss and msl.msl_anneal_steps == 70
+    assert not msl.learn_inner_lr and msl.first_order_steps == 0
+    plus = algorithm_fn(MetaTrainConfig(variant="maml++", inner_steps=2, num_iterations=900))()
+    assert plus.learn_inner_lr and plus.multi_step_loss and plus.per_step_bn_stats
+    assert plus.first_order_steps == 300  # derivative-order annealing: the first third
+    assert not plus.per_step_bn_weights  # the sinusoid MLP has no BatchNorm
+    assert not algorithm_fn(MetaTrainConfig())().multi_step_loss
 
 
 def test_report_steps():

@@ -45,6 +45,11 @@ class MetaTrainConfig:
             reports 0, 1, 5 and 10 steps where these are <= this value.
         meta_lr: outer (Adam) learning rate.
         first_order: drop second derivatives (first-order MAML).
+        multi_step_loss: MAML++'s multi-step loss for any MAML-family variant
+            (on for `maml++`): the meta-loss weighs the query loss after
+            every inner step, the weights annealed towards the last step.
+        msl_anneal_steps: meta-updates over which the multi-step loss
+            weights are annealed (MAML++: 5,000).
         variant: one of `"maml"`, `"fomaml"`, `"anil"`, `"metasgd"`,
             `"maml++"`, `"reptile"`.
         num_iterations: number of meta-updates in total (also when resuming).
@@ -85,6 +90,8 @@ class MetaTrainConfig:
     eval_inner_steps: int = 10
     meta_lr: float = 1e-3
     first_order: bool = False
+    multi_step_loss: bool = False
+    msl_anneal_steps: int = 5000
     variant: str = "maml"
     num_iterations: int = 10000
     eval_every: int = 1000
@@ -100,11 +107,12 @@ class MetaTrainConfig:
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
-                     "num_iterations", "eval_every", "eval_episodes", "seed"):
+                     "msl_anneal_steps", "num_iterations", "eval_every", "eval_episodes", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
-        for name in ("shots", "queries", "meta_batch_size", "num_iterations", "eval_every", "eval_episodes"):
+        for name in ("shots", "queries", "meta_batch_size", "msl_anneal_steps", "num_iterations", "eval_every",
+                     "eval_episodes"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
@@ -121,6 +129,11 @@ class MetaTrainConfig:
                 raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {', '.join(VARIANTS)}. Received: variant={self.variant!r}")
+        if self.multi_step_loss and self.variant == "reptile":
+            raise ValueError(
+                "`multi_step_loss` applies to the MAML family; Reptile has no meta-loss. "
+                f"Received: variant={self.variant!r}, multi_step_loss=True"
+            )
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"`strategy` must be one of {', '.join(STRATEGIES)}. Received: strategy={self.strategy!r}"

@@ -179,6 +179,10 @@ def algorithm_fn(config: MetaTrainConfig, sources=None):
                       eval_inner_steps=config.eval_inner_steps)
         if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
             kwargs["first_order"] = config.first_order
+        if config.variant != "reptile":
+            kwargs["msl_anneal_steps"] = config.msl_anneal_steps
+            if config.multi_step_loss:
+                kwargs["multi_step_loss"] = True
         if config.variant == "maml++":  # Derivative-order annealing: the first third is first order (paper: 50/150 epochs).
             kwargs["first_order_steps"] = config.num_iterations // 3
         return algorithms.build(config.variant, model, **kwargs)
