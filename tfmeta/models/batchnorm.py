@@ -112,14 +112,7 @@ class BatchNorm(keras.layers.Layer):
             mean = tf.reduce_mean(x, axis=axes)  # (channels,)
             centered = x - mean
             variance = tf.reduce_mean(tf.square(centered), axis=axes)  # differentiable through mean
-            stats_dtype = self.moving_mean.dtype
-            decay = tf.constant(self.momentum, stats_dtype)
-            self.moving_mean.assign(
-                decay * self.moving_mean + (1.0 - decay) * tf.cast(tf.stop_gradient(mean), stats_dtype)
-            )
-            self.moving_variance.assign(
-                decay * self.moving_variance + (1.0 - decay) * tf.cast(tf.stop_gradient(variance), stats_dtype)
-            )
+            self._update_moving_statistics(mean, variance)
         else:
             centered = x - tf.cast(self.moving_mean, x.dtype)
             variance = tf.cast(self.moving_variance, x.dtype)
@@ -134,6 +127,13 @@ class BatchNorm(keras.layers.Layer):
             outputs = outputs + tf.cast(self.beta, inputs.dtype)
         return outputs
 
+    def _update_moving_statistics(self, mean, variance):
+        """`moving = momentum * moving + (1 - momentum) * batch` (no gradient)."""
+        stats_dtype = self.moving_mean.dtype
+        decay = tf.constant(self.momentum, stats_dtype)
+        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            moving.assign(decay * moving + (1.0 - decay) * tf.cast(tf.stop_gradient(batch), stats_dtype))
+
     def _fused_training_call(self, inputs):
         """Training mode through `FusedBatchNormV3` (NHWC; other ranks reshaped to it)."""
         channels = inputs.shape[-1]
@@ -147,15 +147,7 @@ class BatchNorm(keras.layers.Layer):
         # The kernel returns the Bessel-corrected variance; the moving statistics use the
         # batch variance, as the plain formula does.
         count = tf.cast(tf.size(x) // channels, tf.float32)
-        variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
-        stats_dtype = self.moving_mean.dtype
-        decay = tf.constant(self.momentum, stats_dtype)
-        self.moving_mean.assign(
-            decay * self.moving_mean + (1.0 - decay) * tf.cast(tf.stop_gradient(mean), stats_dtype)
-        )
-        self.moving_variance.assign(
-            decay * self.moving_variance + (1.0 - decay) * tf.cast(tf.stop_gradient(variance), stats_dtype)
-        )
+        self._update_moving_statistics(mean, unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0))
         return tf.reshape(outputs, tf.shape(inputs)) if len(inputs.shape) != 4 else outputs
 
     def compute_output_shape(self, input_shape):
