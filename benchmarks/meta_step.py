@@ -47,6 +47,7 @@ import time
 from absl import app, flags
 
 from benchmarks.common import check_configs
+from trainers import common
 
 CONFIGS = {  # name: (inner_steps, first_order)
     "maml2_1step": (1, False),
@@ -61,8 +62,7 @@ flags.DEFINE_integer("warmup", 1, "Untimed meta-steps after the compiling one.")
 flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step (global, over all replicas).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("logical_devices", 1, "Split the CPU into this many logical devices (mirrored replicas).")
-flags.DEFINE_integer("intra_op_threads", 1, "TensorFlow intra-op threads (0: one per core).", lower_bound=0)
-flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: one per core).", lower_bound=0)
+common.define_thread_flags()  # --intra_op_threads / --inter_op_threads, the trainers' own
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).", lower_bound=0)
 flags.DEFINE_integer("torch_interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).",
                      lower_bound=0)
@@ -185,9 +185,7 @@ def main(argv):
 
     from tfmeta.training import distribute
 
-    # Before TensorFlow initialises its devices.
-    tf.config.threading.set_intra_op_parallelism_threads(flag.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(flag.inter_op_threads)
+    common.configure_threads()  # before TensorFlow initialises its devices
     devices = None
     if flag.logical_devices > 1:
         devices = distribute.configure_logical_devices(flag.logical_devices)

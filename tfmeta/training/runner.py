@@ -183,7 +183,7 @@ def algorithm_fn(config: MetaTrainConfig, sources=None):
             kwargs["msl_anneal_steps"] = config.msl_anneal_steps
             if config.multi_step_loss:
                 kwargs["multi_step_loss"] = True
-        if config.variant == "maml++":  # Derivative-order annealing: the first third is first order (paper: 50/150 epochs).
+        if config.variant == "maml++":  # Derivative-order annealing: first order for the first third (50/150 epochs).
             kwargs["first_order_steps"] = config.num_iterations // 3
         return algorithms.build(config.variant, model, **kwargs)
 
