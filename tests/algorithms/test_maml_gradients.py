@@ -96,8 +96,9 @@ def test_maml_plus_plus_matches_finite_differences():
     algo = tfmeta.algorithms.build("maml++", _tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
     assert algo.per_step_bn_weights and algo.per_step_bn_stats and algo.learn_inner_lr and algo.multi_step_loss
     algo.meta_step.assign(1000)  # multi-step loss weights half-way through their annealing
-    for copy in algo.extra_variables:  # distinct values per step
-        copy.assign(copy.numpy() * np.linspace(0.8, 1.2, copy.shape[0]).reshape((-1,) + (1,) * (len(copy.shape) - 1)))
+    for copy in algo.extra_variables:  # distinct values per step (+ 0.1: BatchNorm offsets start at zero)
+        scale = np.linspace(0.8, 1.2, copy.shape[0]).reshape((-1,) + (1,) * (len(copy.shape) - 1))
+        copy.assign((copy.numpy() + 0.1) * scale)
     assert _fd_relative_errors(algo, _classification_episode(3)) < 1e-6
 
 
