@@ -24,7 +24,7 @@ from absl import app, flags
 
 from benchmarks.common import check_configs
 from tfmeta.data import ClassDataset, episode_dataset
-from tfmeta.training.runner import omniglot_split
+from tfmeta.data.splits import omniglot_sample_split
 
 CONFIGS = {  # name: (ways, shots, queries, meta_batch_size)
     "5w1s": (5, 1, 15, 32),
@@ -63,7 +63,7 @@ def main(argv):
     del argv
     flag = flags.FLAGS
     check_configs(flag.configs, CONFIGS)
-    source, _ = omniglot_split(ClassDataset.from_omniglot(flag.data_dir))  # the trainer's training classes
+    source = omniglot_sample_split(ClassDataset.from_omniglot(flag.data_dir)).train  # the trainer's training classes
     for name in flag.configs:
         ways, shots, queries, batch = CONFIGS[name]
         dataset = episode_dataset(source, ways, shots, queries, meta_batch_size=batch, seed=0)

@@ -105,6 +105,8 @@ def test_from_folder_flat_and_nested(tmp_path):
     nested = ClassDataset.from_folder(make_folder(tmp_path / "nested", {"x/c1": 2, "x/c2": 2, "y/c1": 2}), invert=True)
     assert nested.class_names == ["x/c1", "x/c2", "y/c1"] and nested.alphabets == ["x", "y"]
     np.testing.assert_allclose(nested.class_images(0)[1, 1, 1, 0], 1 - 10 / 255, rtol=1e-6)
+    assert nested.preprocessing.invert and not flat.preprocessing.invert
+    assert nested.select(["x/c2"]).preprocessing == nested.preprocessing  # kept by transforms
 
 
 def test_from_folder_resizes_and_converts_channels(tmp_path):
@@ -114,6 +116,8 @@ def test_from_folder_resizes_and_converts_channels(tmp_path):
     assert dataset.images.shape == (5, 4, 4, 3)
     assert dataset.images.min() >= 0.0 and dataset.images.max() <= 1.0
     np.testing.assert_allclose(dataset.images[..., 0], dataset.images[..., 2])  # grey -> RGB
+    assert dataset.preprocessing.to_dict() == {"image_size": [4, 4], "channels": 3, "invert": False,
+                                               "scale": "pixel / 255"}
 
 
 def test_from_arrays_groups_by_label():

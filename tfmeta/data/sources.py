@@ -18,6 +18,7 @@ Sources:
 - `from_arrays`: images and integer labels already in memory.
 """
 
+import dataclasses
 import io
 import pathlib
 import zipfile
@@ -128,6 +129,42 @@ def _check_image_size(image_size) -> None:
         raise ValueError(f"`image_size` must be None or (height, width). Received: image_size={image_size!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How raw image files become a source's arrays: what a client must repeat.
+
+    Carried by every `ClassDataset` (set by its constructor, kept by its
+    transforms) and written once into the run's config and the model card, so
+    that a served model reads new images the way it was trained.
+
+    Attributes:
+        image_size: `(height, width)` the images are resized to.
+        channels: 1 (greyscale) or 3 (RGB).
+        invert: whether pixels are stored as `1 - x` (Omniglot: strokes are 1).
+
+    Example:
+
+    ```python
+    omniglot.preprocessing.to_dict()
+    # {"image_size": [28, 28], "channels": 1, "invert": True, "scale": "pixel / 255"}
+    ```
+    """
+
+    image_size: tuple
+    channels: int
+    invert: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON form (as model cards hold it); pixel values are scaled by 1/255."""
+        return {"image_size": [int(d) for d in self.image_size], "channels": int(self.channels),
+                "invert": bool(self.invert), "scale": "pixel / 255"}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocessing":
+        """Inverse of `to_dict` (extra keys such as `scale` are ignored)."""
+        return cls(tuple(int(d) for d in values["image_size"]), int(values["channels"]), bool(values["invert"]))
+
+
 def _scan_folder(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     """Maps each folder under `root` that directly holds images to its sorted image files.
 
@@ -165,6 +202,8 @@ class ClassDataset:
             `images[class_offsets[c]:class_offsets[c + 1]]`.
         class_names: one unique name per class.
         groups: one group name per class (e.g. the Omniglot alphabet), or None.
+        preprocessing: how the images were read (`Preprocessing`); None: the
+            array's size and channels, not inverted.
 
     Raises:
         ValueError: if the arrays do not agree with each other, there is no class, a
@@ -187,6 +226,7 @@ class ClassDataset:
         class_offsets: np.ndarray,
         class_names: Sequence[str],
         groups: Sequence[str] | None = None,
+        preprocessing: Preprocessing | None = None,
     ):
         images = np.asarray(images, np.float32).view()  # a view: read-only here, not for the caller
         class_offsets = np.asarray(class_offsets, np.int64).view()
@@ -215,6 +255,9 @@ class ClassDataset:
         class_offsets.setflags(write=False)
         self._images, self._offsets = images, class_offsets
         self._class_names, self._groups = list(class_names), groups
+        if preprocessing is None:
+            preprocessing = Preprocessing(tuple(images.shape[1:3]), int(images.shape[3]), False)
+        self._preprocessing = preprocessing
 
     # ---------------------------------------------------------------- properties
 
@@ -249,6 +292,11 @@ class ClassDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self._images.shape[1:])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the images were read from files (resize, channels, inversion)."""
+        return self._preprocessing
 
     def num_images(self, class_id: int) -> int:
         """Number of images of class `class_id`."""
@@ -291,7 +339,8 @@ class ClassDataset:
             raise ValueError(f"No class folders with images found in {root}: expected {root}/<class>/<image files>.")
         pixels = read_image_files([f for files in classes.values() for f in files], image_size, invert, channels)
         groups = [name.rpartition("/")[0] for name in classes]
-        return cls(pixels, _offsets([len(files) for files in classes.values()]), list(classes), groups)
+        preprocessing = Preprocessing(tuple(pixels.shape[1:3]), channels, invert)
+        return cls(pixels, _offsets([len(files) for files in classes.values()]), list(classes), groups, preprocessing)
 
     @classmethod
     def from_omniglot(cls, path, image_size=(28, 28)) -> "ClassDataset":
@@ -345,7 +394,9 @@ class ClassDataset:
         files = [file for key in keys for file in sources[key]]  # (name, read) pairs, by class
         raw = [_decode(read(), name, 1) for name, read in files]
         pixels = _resize_and_scale(raw, image_size, True, 1, [name for name, _ in files])
-        return cls(pixels, _offsets([len(sources[key]) for key in keys]), keys, [key.split("/")[0] for key in keys])
+        preprocessing = Preprocessing(tuple(pixels.shape[1:3]), 1, True)
+        return cls(pixels, _offsets([len(sources[key]) for key in keys]), keys, [key.split("/")[0] for key in keys],
+                   preprocessing)
 
     @classmethod
     def from_tfds(
@@ -406,7 +457,9 @@ class ClassDataset:
         images = [image[..., None] if image.ndim == 2 else image for image in images]
         names = [f"{name}/{split}[{i}]" for i in range(len(images))]
         pixels = _resize_and_scale(images, image_size, invert, channels, names)
-        return cls.from_arrays(pixels, np.array(labels), class_names=label_names, groups=dict(zip(labels, groups)))
+        dataset = cls.from_arrays(pixels, np.array(labels), class_names=label_names, groups=dict(zip(labels, groups)))
+        preprocessing = Preprocessing(tuple(pixels.shape[1:3]), int(pixels.shape[3]), invert)
+        return cls(dataset.images, dataset.class_offsets, dataset.class_names, dataset.groups, preprocessing)
 
     @classmethod
     def from_arrays(
@@ -452,7 +505,7 @@ class ClassDataset:
         counts = [self.num_images(c) for c in class_ids]
         return ClassDataset(
             self._images[index], _offsets(counts),
-            [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids],
+            [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids], self._preprocessing,
         )
 
     def select(self, classes: Sequence[str] | Callable[[str], bool]) -> "ClassDataset":
@@ -523,4 +576,5 @@ class ClassDataset:
         images = [self._images] + [np.rot90(self._images, a // 90, axes=(1, 2)) for a in angles]
         counts = np.tile(np.diff(self._offsets), len(angles) + 1)
         names = self._class_names + [f"{n}@rot{a}" for a in angles for n in self._class_names]
-        return ClassDataset(np.concatenate(images), _offsets(counts), names, self._groups * (len(angles) + 1))
+        return ClassDataset(np.concatenate(images), _offsets(counts), names, self._groups * (len(angles) + 1),
+                            self._preprocessing)

@@ -11,13 +11,11 @@ import keras
 import tensorflow as tf
 
 from tfmeta import evaluation
+from tfmeta.data.splits import load_class_split
 from tfmeta.training import distribute
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 
-# Omniglot test alphabets (shared/data/README.md); every other alphabet is for training.
-OMNIGLOT_TEST_ALPHABETS = ("Sanskrit", "Tagalog")
-ROTATIONS = (90, 180, 270)
 # Validation and test tasks are drawn at steps far beyond any training step, so
 # with the same seed they never coincide with training tasks (sinusoids).
 VALIDATION_START_STEP = 10**9
@@ -45,78 +43,6 @@ class RunResult:
     history: list
     test_results: dict
     export_path: pathlib.Path | None = None
-
-
-class _Sources:
-    """Train and test class sources of a classification config (loaded once).
-
-    Test classes are never seen in training:
-
-    * `omniglot` from `data_dir` (the published zips or an unpacked tree):
-      test on `OMNIGLOT_TEST_ALPHABETS` (Sanskrit, Tagalog), train on every
-      other alphabet, with 90/180/270-degree rotations as new classes. On the
-      sample in `shared/data` that is the six alphabets of its README; on the
-      full release, 48 alphabets.
-    * `omniglot` without `data_dir`: TFDS `omniglot` (already downloaded or
-      prepared), its `train` split (background alphabets, with rotations) and
-      `test` split (evaluation alphabets), whose characters are disjoint.
-    * `folder`, or any other TFDS name: the classes (of the folder, or of the
-      TFDS `train` split) are split at random from `seed`: a fifth (at least
-      `ways`) for testing, the rest for training. (A TFDS `test` split usually
-      holds the training classes, so it is not used.)
-    """
-
-    def __init__(self, config: MetaTrainConfig):
-        from tfmeta.data.sources import ClassDataset
-
-        if config.dataset == "omniglot" and config.data_dir:
-            self.train, self.test = omniglot_split(ClassDataset.from_omniglot(config.data_dir))
-        elif config.dataset == "omniglot":
-            tfds_omniglot = dict(image_size=(28, 28), invert=True, channels=1, group_key="alphabet")
-            self.train = ClassDataset.from_tfds("omniglot", "train", **tfds_omniglot).with_rotations(ROTATIONS)
-            self.test = ClassDataset.from_tfds("omniglot", "test", **tfds_omniglot)
-        else:
-            if config.dataset == "folder":
-                everything = ClassDataset.from_folder(config.data_dir)
-            else:
-                everything = ClassDataset.from_tfds(config.dataset, split="train", data_dir=config.data_dir)
-            if everything.num_classes < 2 * config.ways:
-                raise ValueError(
-                    f"{config.dataset} must hold at least {2 * config.ways} classes to split into {config.ways}-way "
-                    f"training and test classes. Received: {everything.num_classes} classes in "
-                    f"{config.data_dir or config.dataset!r}"
-                )
-            num_test = max(config.ways, everything.num_classes // 5)
-            self.test, self.train = everything.random_split(
-                [num_test, everything.num_classes - num_test], seed=config.seed
-            )
-
-
-def omniglot_split(omniglot):
-    """The trainer's Omniglot split: `(train, test)` class datasets.
-
-    Test: the `OMNIGLOT_TEST_ALPHABETS` (Sanskrit, Tagalog). Train: every other
-    alphabet, with 90/180/270-degree rotations as new classes. No character
-    crosses the split.
-
-    Args:
-        omniglot: a `ClassDataset.from_omniglot(...)` holding the test alphabets.
-
-    Returns:
-        `(train, test)` `ClassDataset`s.
-
-    Raises:
-        ValueError: if a test alphabet is missing (named by `split_by_alphabet`).
-
-    Example:
-
-    ```python
-    train, test = omniglot_split(ClassDataset.from_omniglot("../shared/data/omniglot"))
-    ```
-    """
-    train_alphabets = [a for a in omniglot.alphabets if a not in OMNIGLOT_TEST_ALPHABETS]
-    train, test = omniglot.split_by_alphabet(train_alphabets, OMNIGLOT_TEST_ALPHABETS)
-    return train.with_rotations(ROTATIONS), test
 
 
 def train_dataset_fn(config: MetaTrainConfig, sources=None):
@@ -281,7 +207,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True):
     config = config.resolved()
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy, config.devices)
-    sources = None if config.is_regression else _Sources(config)
+    sources = None if config.is_regression else load_class_split(config.dataset, config.data_dir, config.ways, config.seed)
     trainer = MetaTrainer(
         config,
         build_algorithm=algorithm_fn(config, sources),
