@@ -4,8 +4,8 @@
     python -m benchmarks.meta_step --configs=maml2_1step --repeats=9
     python -m benchmarks.meta_step --strategy=mirrored --logical_devices=2
 
-The step is the trainer's own: `tfmeta.training.loop.MetaTrainer`'s compiled step
-(`strategy.run(algorithm.meta_gradients)`, mean across replicas, finiteness check,
+The step is the trainer's own: `tfmeta.training.loop.MetaTrainer.train_step`
+(`strategy.run(learner.meta_gradients)`, mean across replicas, finiteness check,
 `optimizer.apply` with Adam, BatchNorm statistics assigned), on a Conv-4 learner,
 28x28x1 images, 5-way 1-shot with 15 queries per class, inner lr 0.4, on synthetic
 random meta-batches of the right shapes (the data pipeline has its own benchmark,
@@ -103,7 +103,7 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
     """
     import tensorflow as tf
 
-    from tfmeta.algorithms import MAML
+    from tfmeta.learners import MAML
     from tfmeta.models import conv4
     from tfmeta.training.config import MetaTrainConfig
     from tfmeta.training.loop import MetaTrainer
@@ -122,7 +122,7 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
     batch = type(episode)(*batch)
 
     def step(inputs):
-        applied, metrics = trainer._train_step(inputs)  # the trainer's own compiled step
+        status, metrics = trainer.train_step(inputs)  # the trainer's own compiled step
         return float(metrics["loss"])  # blocks until the step is done
 
     return step, batch

@@ -31,7 +31,7 @@ flags.DEFINE_enum("loader", "signature", ["signature", "session"],
 def _fresh_exports(root):
     import keras  # noqa: PLC0415
 
-    from tfmeta.algorithms import MAML  # noqa: PLC0415
+    from tfmeta.learners import MAML  # noqa: PLC0415
     from tfmeta.export import export_few_shot_classifier  # noqa: PLC0415
     from tfmeta.models import conv4  # noqa: PLC0415
 

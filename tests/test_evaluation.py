@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta.algorithms import MAML
+from tfmeta.learners import MAML
 from tfmeta.data.regression import sinusoid_tasks
-from tfmeta.evaluation import confidence_interval, evaluate, format_results
+from tfmeta.evaluation import Evaluator, confidence_interval, evaluate, format_results
 from tfmeta.models import mlp
 
 
@@ -51,16 +51,16 @@ def test_evaluate_matches_per_task_computation_and_truncates(maml):
     assert "mse" in format_results(results, steps=1) and "10 episodes" in format_results(results)
 
 
-def test_evaluate_does_not_retrace(maml):
+def test_an_evaluator_does_not_retrace(maml):
     dataset = sinusoid_tasks(5, 10, meta_batch_size=5, seed=1).take(4)
-    evaluate(maml, dataset, num_episodes=20, steps=2)
-    evaluator = maml._tfmeta_evaluator
-    first = evaluate(maml, dataset, num_episodes=20, steps=2)
-    second = evaluate(maml, dataset, num_episodes=20, steps=2)
-    assert evaluator.trace_counts[(2, True)] == 1
-    assert first == second  # the same tasks, the same numbers
-    zero = evaluate(maml, dataset, num_episodes=20, steps=0)
+    evaluator = Evaluator(maml)
+    first = evaluator.evaluate(dataset, num_episodes=20, steps=2)
+    second = evaluator.evaluate(dataset, num_episodes=20, steps=2)
+    assert evaluator.trace_counts == {2: 1}
+    assert first == second == evaluate(maml, dataset, num_episodes=20, steps=2)  # the same tasks, the same numbers
+    zero = evaluator.evaluate(dataset, num_episodes=20, steps=0)
     assert zero["mse"][0] != first["mse"][0]  # adaptation changes the error
+    assert evaluator.trace_counts == {2: 1, 0: 1}
 
 
 def test_evaluate_errors(maml):

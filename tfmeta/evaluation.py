@@ -5,8 +5,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfmeta.algorithms.base import task_loss_and_metrics
 from tfmeta.data.episode import Episode
+from tfmeta.learners.base import Learner
 
 NUM_EPISODES_KEY = "num_episodes"
 
@@ -38,77 +38,99 @@ def confidence_interval(values) -> tuple[float, float]:
     return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
 
 
-class _BatchEvaluator:
-    """Compiled per-meta-batch evaluation, one trace per (steps, training, shapes)."""
+class Evaluator:
+    """Evaluates a learner on test tasks, with compiled functions reused across calls.
 
-    def __init__(self, algorithm):
-        self.algorithm = algorithm
-        self._functions = {}
-        self.trace_counts = {}  # (steps, training) -> number of Python traces
-
-    def function(self, steps, training):
-        key = (steps, training)
-        if key not in self._functions:
-            self._functions[key] = tf.function(
-                lambda batch: self._evaluate_batch(batch, steps, training), autograph=False
-            )
-        return self._functions[key]
-
-    def _evaluate_batch(self, batch: Episode, steps, training):
-        key = (steps, training)
-        self.trace_counts[key] = self.trace_counts.get(key, 0) + 1  # Python side effect: only while tracing.
-        algorithm = self.algorithm
-        names = ("loss",) + tuple(algorithm.metric_names())
-        dtype = algorithm.model.compute_dtype
-
-        def one_task(task):
-            task = Episode(*task)
-            adapted = algorithm.adapt(task.support_x, task.support_y, steps=steps, training=training)
-            outputs = algorithm.predict(adapted, task.query_x, training=training)
-            loss, metrics = task_loss_and_metrics(algorithm.task, outputs, task.query_y)
-            metrics = {name: tf.cast(metrics[name], dtype) for name in names[1:]}
-            metrics["loss"] = tf.cast(loss, dtype)
-            return metrics
-
-        signature = {name: tf.TensorSpec([], dtype) for name in names}
-        return tf.map_fn(one_task, tuple(batch), fn_output_signature=signature)  # each (tasks,)
-
-
-def _evaluator(algorithm) -> _BatchEvaluator:
-    # One evaluator per algorithm object, so repeated calls reuse compiled functions.
-    evaluator = getattr(algorithm, "_tfmeta_evaluator", None)
-    if evaluator is None:
-        evaluator = _BatchEvaluator(algorithm)
-        algorithm._tfmeta_evaluator = evaluator
-    return evaluator
-
-
-def evaluate(algorithm, dataset, num_episodes: int = 600, steps=None, training: bool = True) -> dict:
-    """Evaluates an algorithm on test tasks: mean ± 95% CI per metric.
-
-    Every task is adapted on its support set from the current meta-learned
-    state, then scored on its query set. Tasks come in meta-batches (a
-    compiled function per batch; same-shaped batches never retrace). The
-    dataset is iterated from its start, so calls with the same dataset see
-    the same tasks (useful to compare step counts).
+    Every task is adapted on its support set from the learner's current
+    meta-learned state (`Learner.evaluate_task`), then scored on its query set.
+    Tasks come in meta-batches; one compiled function per adaptation step
+    count, traced once for same-shaped meta-batches (`trace_counts`).
 
     Args:
-        algorithm: a `tfmeta.algorithms.Algorithm`.
-        dataset: a `tf.data.Dataset` (or any iterable) of batched `Episode`s
-            of unseen classes / tasks.
-        num_episodes: number of tasks to score (the last batch is truncated).
-        steps: inner steps (None: the algorithm's `eval_inner_steps` if it
-            has one, else its default).
-        training: passed to the learner; True (the default, as in MAML's
+        learner: a `tfmeta.learners.Learner`.
+        training: passed to the network; True (the default, as in MAML's
             reference code) uses batch statistics in BatchNorm.
 
-    Returns:
-        A dict `{metric: (mean, ci95)}` for `loss` and the algorithm's metric
-        names (e.g. `accuracy` or `mse`), plus `"num_episodes": n`.
-        `ci95 = 1.96 * std / sqrt(n)` over per-episode values.
-
     Raises:
-        ValueError: if `num_episodes < 1` or the dataset runs out first.
+        TypeError: if `learner` is not a `Learner`.
+
+    Example:
+
+    ```python
+    evaluator = Evaluator(maml)
+    for steps in (0, 1, 5):
+        print(steps, evaluator.evaluate(test_tasks, num_episodes=600, steps=steps)["accuracy"])
+    ```
+    """
+
+    NUM_EPISODES_KEY = NUM_EPISODES_KEY
+
+    def __init__(self, learner: Learner, training: bool = True):
+        if not isinstance(learner, Learner):
+            raise TypeError(f"`learner` must be a tfmeta Learner. Received: learner={type(learner).__name__}")
+        self.learner = learner
+        self.training = training
+        self._functions = {}
+        self.trace_counts = {}  # steps -> number of Python traces
+
+    def _function(self, steps):
+        if steps not in self._functions:
+            def evaluate_batch(batch):
+                self.trace_counts[steps] = self.trace_counts.get(steps, 0) + 1  # Python side effect: traces only
+                return self.learner.evaluate_tasks(batch, steps=steps, training=self.training)  # each (tasks,)
+
+            self._functions[steps] = tf.function(evaluate_batch, autograph=False)
+        return self._functions[steps]
+
+    def evaluate(self, dataset, num_episodes: int = 600, steps=None) -> dict:
+        """Mean ± 95% CI of each metric over `num_episodes` tasks of `dataset`.
+
+        The dataset is iterated from its start, so calls with the same dataset
+        see the same tasks (useful to compare step counts).
+
+        Args:
+            dataset: a `tf.data.Dataset` (or any iterable) of batched `Episode`s
+                of unseen classes / tasks.
+            num_episodes: number of tasks to score (the last batch is truncated).
+            steps: adaptation steps (None: the learner's `eval_steps`); only for
+                learners that adapt in steps.
+
+        Returns:
+            `{metric: (mean, ci95)}` for `loss` and the learner's metric names
+            (e.g. `accuracy` or `mse`), plus `"num_episodes": n`.
+
+        Raises:
+            ValueError: if `num_episodes < 1`, `steps` is bad (or given to a
+                learner that adapts in one pass), or the dataset runs out first.
+        """
+        if not isinstance(num_episodes, int) or isinstance(num_episodes, bool) or num_episodes < 1:
+            raise ValueError(f"`num_episodes` must be a positive integer. Received: num_episodes={num_episodes!r}")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+            raise ValueError(f"`steps` must be None or an integer >= 0. Received: steps={steps!r}")
+        self.learner.check_adapt_steps(steps)
+        if steps is None:
+            steps = self.learner.eval_steps
+        function = self._function(steps)
+        values, seen = {}, 0
+        for batch in dataset:
+            metrics = function(Episode(*batch))
+            for name, value in metrics.items():
+                values.setdefault(name, []).append(value.numpy())
+            seen += int(next(iter(metrics.values())).shape[0])
+            if seen >= num_episodes:
+                break
+        if seen < num_episodes:
+            raise ValueError(f"The dataset ran out after {seen} episodes. Received: num_episodes={num_episodes}")
+        results = {name: confidence_interval(np.concatenate(chunks)[:num_episodes]) for name, chunks in values.items()}
+        results[NUM_EPISODES_KEY] = num_episodes
+        return results
+
+
+def evaluate(learner: Learner, dataset, num_episodes: int = 600, steps=None, training: bool = True) -> dict:
+    """Evaluates a learner on test tasks: mean ± 95% CI per metric (see `Evaluator.evaluate`).
+
+    Each call compiles its own function; to evaluate several times, keep one
+    `Evaluator`.
 
     Example:
 
@@ -117,30 +139,7 @@ def evaluate(algorithm, dataset, num_episodes: int = 600, steps=None, training: 
     mean, ci95 = results["accuracy"]
     ```
     """
-    if not isinstance(num_episodes, int) or isinstance(num_episodes, bool) or num_episodes < 1:
-        raise ValueError(f"`num_episodes` must be a positive integer. Received: num_episodes={num_episodes!r}")
-    if steps is not None and (not isinstance(steps, int) or steps < 0):
-        raise ValueError(f"`steps` must be None or an integer >= 0. Received: steps={steps!r}")
-    if steps is None:
-        steps = getattr(algorithm, "eval_inner_steps", None)
-    function = _evaluator(algorithm).function(steps, training)
-    values, seen = {}, 0
-    for batch in dataset:
-        metrics = function(Episode(*batch))
-        for name, value in metrics.items():
-            values.setdefault(name, []).append(value.numpy())
-        seen += int(next(iter(metrics.values())).shape[0])
-        if seen >= num_episodes:
-            break
-    if seen < num_episodes:
-        raise ValueError(
-            f"The dataset ran out after {seen} episodes. Received: num_episodes={num_episodes}"
-        )
-    results = {
-        name: confidence_interval(np.concatenate(chunks)[:num_episodes]) for name, chunks in values.items()
-    }
-    results[NUM_EPISODES_KEY] = num_episodes
-    return results
+    return Evaluator(learner, training).evaluate(dataset, num_episodes, steps)
 
 
 def format_results(results: dict, steps=None) -> str:

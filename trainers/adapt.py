@@ -8,16 +8,18 @@ The export (`<export_root>/<name>/<version>/`) has a `serving_default` taking
 (the sub-folder names of `--support_dir`, sorted) are in its `assets/tfmeta.json`.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from tfmeta.export.adapt import adapt_export, adapt_workdir
+from tfmeta.export import adapt_export
+from tfmeta.workdir import adapt_workdir
+from trainers import common
 
 flags.DEFINE_string("workdir", None, "A meta-training run directory (config.json, checkpoints/).")
 flags.DEFINE_string("model", None, "Or: a few-shot classifier export's version directory.")
 flags.DEFINE_string("support_dir", None, "Folder with one sub-folder of images per class.", required=True)
 flags.DEFINE_string("export_root", "saved_models", "Root of the exports.")
 flags.DEFINE_string("name", "adapted_classifier", "Name of the new export.")
-flags.DEFINE_string("data_dir", None, "Override the workdir config's data directory.")
+flags.DEFINE_string("data_dir", None, "Runs from before config.json recorded the input shape: their data directory.")
 
 
 def main(argv):
@@ -28,7 +30,6 @@ def main(argv):
         raise app.UsageError(
             f"Give exactly one of --workdir and --model. Received: workdir={f.workdir!r}, model={f.model!r}"
         )
-    logging.set_verbosity(logging.WARNING)
     if f.model is not None:
         path = adapt_export(f.model, f.support_dir, f.export_root, f.name)
     else:
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.main(main)

@@ -1,14 +1,23 @@
-"""The meta-training flags shared by `trainers.maml` and `trainers.reptile`.
+"""What the trainers share: the meta-training flags, threads, and how errors are shown.
 
-Each flag is a `MetaTrainConfig` field of the same name; its default is read
-from the dataclass (defaults live there only).
+Each meta-training flag is a `MetaTrainConfig` field of the same name; its
+default is read from the dataclass (defaults live there only).
+
+`main(fn)` runs a trainer: a bad flag value, missing or bad data, a workdir
+that belongs to another run or a diverging run end with one line on stderr
+(`error: ...`) and exit status 1; `--verbose` shows the traceback and
+TensorFlow's own log lines instead.
 """
 
 import dataclasses
+import sys
 
-from absl import flags
+from absl import app, flags, logging
 
-from tfmeta.training.config import MIXED_PRECISION_POLICIES, STRATEGIES, VARIANTS, MetaTrainConfig
+from tfmeta.learners import registry
+from tfmeta.training.config import MIXED_PRECISION_POLICIES, STRATEGIES, MetaTrainConfig
+
+flags.DEFINE_bool("verbose", False, "Show tracebacks on errors and TensorFlow's log lines.")
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
 _HELP = {
@@ -70,7 +79,7 @@ def define_flags() -> None:
     for name, default in _DEFAULTS.items():
         help_text = _HELP[name]
         if name == "variant":
-            flags.DEFINE_enum(name, default, VARIANTS, help_text)
+            flags.DEFINE_enum(name, default, registry.names(), help_text)
         elif name == "strategy":
             flags.DEFINE_enum(name, default, STRATEGIES, help_text)
         elif name == "mixed_precision":
@@ -90,3 +99,38 @@ def config_from_flags(**fixed) -> MetaTrainConfig:
     values = {name: flags.FLAGS[name].value for name in _DEFAULTS}
     values.update(fixed)
     return MetaTrainConfig(**values)
+
+
+def main(fn) -> None:
+    """`absl.app.run(fn)`, with the user's errors shown as one line (see the module docstring).
+
+    Example:
+
+    ```python
+    if __name__ == "__main__":
+        common.main(main)
+    ```
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tfmeta.training.checkpoints import WorkdirConfigMismatchError  # noqa: PLC0415
+    from tfmeta.training.loop import NonFiniteLossError  # noqa: PLC0415
+
+    user_errors = (ValueError, OSError, NonFiniteLossError, WorkdirConfigMismatchError, tf.errors.OpError)
+
+    def wrapped(argv):
+        verbose = flags.FLAGS.verbose
+        logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+        if not verbose:
+            tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
+        try:
+            return fn(argv)
+        except user_errors as error:
+            if verbose:
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"error: {message}", file=sys.stderr)
+            print("(--verbose shows the traceback)", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(wrapped)

@@ -3,9 +3,9 @@
     python -m trainers.evaluate --workdir=runs/maml_sinusoid --eval_episodes=600
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from tfmeta.training.runner import evaluate_workdir
+from tfmeta.workdir import evaluate_workdir
 from trainers import common
 
 flags.DEFINE_string("workdir", None, "Run directory holding config.json and checkpoints/.", required=True)
@@ -17,10 +17,9 @@ common.define_thread_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
     common.configure_threads()
     evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.eval_episodes, data_dir=flags.FLAGS.data_dir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.main(main)

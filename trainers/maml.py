@@ -17,7 +17,7 @@ Distributed (`--meta_batch_size` is global: each replica gets its share of the t
     python -m trainers.maml --mixed_precision=mixed_bfloat16 ...
 """
 
-from absl import app, logging
+from absl import app
 
 from tfmeta.training import run
 from trainers import common
@@ -28,10 +28,9 @@ common.define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
     common.configure_threads()
     run(common.config_from_flags())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.main(main)

@@ -6,9 +6,10 @@
 export; an adapted classifier export knows its class names.
 """
 
-from absl import app, flags, logging
+from absl import flags
 
 from tfmeta.export import load_few_shot
+from trainers import common
 
 flags.DEFINE_string("model", None, "An export's version directory: saved_models/<name>/<version>.", required=True)
 flags.DEFINE_string("support_dir", None, "Folder with one sub-folder of images per class (few-shot exports).")
@@ -17,11 +18,10 @@ flags.DEFINE_multi_string("query", None, "Image file(s) to classify (repeat the 
 
 def main(argv):
     queries = list(flags.FLAGS.query) + list(argv[1:])  # Shell globs after the flags are queries too.
-    logging.set_verbosity(logging.WARNING)
     predictor = load_few_shot(flags.FLAGS.model)
     for p in predictor.predict(queries, support_dir=flags.FLAGS.support_dir):
         print(f"{p.query}\t{p.class_name}\t{p.probability:.4f}", flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.main(main)

@@ -5,7 +5,7 @@ The same flags as `trainers.maml`, with the variant fixed to `reptile`:
     python -m trainers.reptile --inner_steps=5 --inner_lr=0.02
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfmeta.training import run
 from trainers import common
@@ -16,7 +16,6 @@ common.define_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Keep TensorFlow's INFO lines out of the log.
     if flags.FLAGS["variant"].present and flags.FLAGS.variant != "reptile":
         raise app.UsageError(f"trainers.reptile trains Reptile only. Received: variant={flags.FLAGS.variant!r}")
     common.configure_threads()
@@ -24,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.main(main)

@@ -226,3 +226,21 @@ def test_read_image_files(tmp_path):
         read_image_files([])
     with pytest.raises(FileNotFoundError, match="missing.png"):
         read_image_files([root / "a" / "missing.png"])
+
+
+def test_from_tfds_of_a_real_builder_offline_names_the_data_set(tmp_path, monkeypatch):
+    """The TFDS download path of a real builder (`omniglot`), driven up to the network, with the network
+    made unavailable: a download error naming the data set, never an ImportError (tfds.testing.mock_data
+    skips this path)."""
+    import socket
+    import time
+
+    def offline(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setattr(socket.socket, "connect", offline)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # the HTTP client's retry back-off (minutes)
+    with pytest.raises(ConnectionError, match=r"could not download or prepare the data set 'omniglot' into .*"
+                                              r"network disabled by the test.*Received: name='omniglot'"):
+        ClassDataset.from_tfds("omniglot", "train", data_dir=str(tmp_path))

@@ -14,23 +14,23 @@ from tfmeta.export import export_adapted_classifier, export_few_shot_classifier,
 
 @pytest.fixture(scope="session")
 def classifier(tmp_path_factory):
-    """`(algorithm, export_path)`: a small few-shot classifier and its export."""
+    """`(learner, export_path)`: a small few-shot classifier and its export."""
     root = tmp_path_factory.mktemp("few_shot")
-    algorithm = toy.classifier_algorithm(seed=1, inner_steps=2)
+    learner = toy.classifier_learner(seed=1, inner_steps=2)
     card = {
         "shots": 2,
         "training": {"meta_batch_size": 4, "steps": 0},
         "evaluation": {"accuracy": 0.5, "ci95": 0.01, "episodes": 600},
     }
-    path = export_few_shot_classifier(algorithm, root, "toy", model_card=card)
-    return algorithm, path
+    path = export_few_shot_classifier(learner, root, "toy", model_card=card)
+    return learner, path
 
 
 @pytest.fixture(scope="session")
 def regressor(tmp_path_factory):
-    algorithm = toy.regressor_algorithm(seed=2, inner_steps=3)
-    path = export_few_shot_regressor(algorithm, tmp_path_factory.mktemp("reg"), "sinusoid")
-    return algorithm, path
+    learner = toy.regressor_learner(seed=2, inner_steps=3)
+    path = export_few_shot_regressor(learner, tmp_path_factory.mktemp("reg"), "sinusoid")
+    return learner, path
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +38,9 @@ def adapted(classifier, tmp_path_factory):
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    algorithm, _ = classifier
+    learner, _ = classifier
     request = toy.classification_request(np.random.default_rng(7))
-    fast = algorithm.adapt(tf.constant(request["support_images"]), tf.constant(request["support_labels"]))
+    fast = learner.adapt(tf.constant(request["support_images"]), tf.constant(request["support_labels"]))
     names = [f"class_{i}" for i in range(toy.WAYS)]
-    path = export_adapted_classifier(algorithm, fast, names, tmp_path_factory.mktemp("adapted"), "toy_adapted")
-    return algorithm, fast, names, path
+    path = export_adapted_classifier(learner, fast, names, tmp_path_factory.mktemp("adapted"), "toy_adapted")
+    return learner, fast, names, path

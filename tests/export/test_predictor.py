@@ -13,7 +13,7 @@ from PIL import Image
 import toy
 from tfmeta.data.sources import ClassDataset
 from tfmeta.export import load_few_shot, read_model_card
-from tfmeta.export.adapt import adapt_export
+from tfmeta.export import adapt_export
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
@@ -44,12 +44,12 @@ def folders(tmp_path_factory):
     return root / "support", queries
 
 
-def _eager(algorithm, support_dir, queries):
+def _eager(learner, support_dir, queries):
     support = ClassDataset.from_folder(support_dir, image_size=toy.IMAGE_SHAPE[:2])
     labels = np.concatenate([np.full(support.num_images(c), c, np.int32) for c in range(support.num_classes)])
     query = _read(queries)
-    fast = algorithm.adapt(tf.constant(support.images), tf.constant(labels))
-    return tf.nn.softmax(algorithm.predict(fast, tf.constant(query))).numpy()
+    fast = learner.adapt(tf.constant(support.images), tf.constant(labels))
+    return tf.nn.softmax(learner.predict(fast, tf.constant(query))).numpy()
 
 
 def _read(paths):
@@ -60,10 +60,10 @@ def _read(paths):
 
 
 def test_predictor_matches_eager(classifier, folders):
-    algorithm, path = classifier
+    learner, path = classifier
     support_dir, queries = folders
     predictions = load_few_shot(path).predict(queries, support_dir=support_dir)
-    expected = _eager(algorithm, support_dir, queries)
+    expected = _eager(learner, support_dir, queries)
     names = sorted(CLASSES)
     assert [p.class_name for p in predictions] == [names[i] for i in expected.argmax(-1)]
     np.testing.assert_allclose([p.probability for p in predictions], expected.max(-1), atol=1e-5)
@@ -84,7 +84,7 @@ def test_predictor_errors(classifier, folders, tmp_path):
 
 
 def test_trainers_predict_prints_classes(classifier, folders):
-    algorithm, path = classifier
+    learner, path = classifier
     support_dir, queries = folders
     result = subprocess.run(
         [sys.executable, "-m", "trainers.predict", f"--model={path}", f"--support_dir={support_dir}"]
@@ -93,7 +93,7 @@ def test_trainers_predict_prints_classes(classifier, folders):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [l.split("\t") for l in result.stdout.strip().splitlines()]
-    expected = _eager(algorithm, support_dir, queries)
+    expected = _eager(learner, support_dir, queries)
     names = sorted(CLASSES)
     assert [l[0] for l in lines] == [str(q) for q in queries]
     assert [l[1] for l in lines] == [names[i] for i in expected.argmax(-1)]
@@ -101,7 +101,7 @@ def test_trainers_predict_prints_classes(classifier, folders):
 
 
 def test_adapt_export_gives_a_plain_classifier(classifier, folders, tmp_path):
-    algorithm, path = classifier
+    learner, path = classifier
     support_dir, queries = folders
     adapted_path = adapt_export(path, support_dir, tmp_path, "mine")
     assert adapted_path == tmp_path / "mine" / "1"
@@ -111,13 +111,13 @@ def test_adapt_export_gives_a_plain_classifier(classifier, folders, tmp_path):
     # Served from a plain `images` signature, without the support set.
     serve = tf.saved_model.load(str(adapted_path)).signatures["serving_default"]
     probabilities = serve(images=tf.constant(_read(queries)))["probabilities"].numpy()
-    np.testing.assert_allclose(probabilities, _eager(algorithm, support_dir, queries), atol=1e-5)
+    np.testing.assert_allclose(probabilities, _eager(learner, support_dir, queries), atol=1e-5)
     predictions = load_few_shot(adapted_path).predict(queries)
     assert [p.class_name for p in predictions] == [sorted(CLASSES)[i] for i in probabilities.argmax(-1)]
 
 
 def test_trainers_adapt_from_export(classifier, folders, tmp_path):
-    algorithm, path = classifier
+    learner, path = classifier
     support_dir, queries = folders
     result = subprocess.run(
         [sys.executable, "-m", "trainers.adapt", f"--model={path}", f"--support_dir={support_dir}",
@@ -132,12 +132,12 @@ def test_trainers_adapt_from_export(classifier, folders, tmp_path):
         signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "cli" / "1")).signature_def
         out = session.run(signature["serving_default"].outputs["probabilities"].name,
                           {signature["serving_default"].inputs["images"].name: images})
-    np.testing.assert_allclose(out, _eager(algorithm, support_dir, queries), atol=1e-5)
+    np.testing.assert_allclose(out, _eager(learner, support_dir, queries), atol=1e-5)
 
 
 def test_adapt_workdir_restores_the_checkpoint(folders, tmp_path):
     """trainers.maml's run directory (config.json + checkpoint) -> adapted classifier export."""
-    from tfmeta.export.adapt import adapt_workdir  # noqa: PLC0415
+    from tfmeta.workdir import adapt_workdir  # noqa: PLC0415
     from tfmeta.training import checkpoints  # noqa: PLC0415
     from tfmeta.training.config import MetaTrainConfig  # noqa: PLC0415
     from tfmeta.training.runner import build_trainer  # noqa: PLC0415
@@ -151,8 +151,8 @@ def test_adapt_workdir_restores_the_checkpoint(folders, tmp_path):
     config = MetaTrainConfig(dataset="folder", data_dir=str(data), ways=3, shots=1, queries=1, meta_batch_size=1,
                              inner_steps=1, eval_inner_steps=2, inner_lr=0.3, num_iterations=1, eval_every=1,
                              eval_episodes=1, workdir=str(tmp_path / "run")).resolved()
-    checkpoints.prepare_workdir(config)
     trainer, _ = build_trainer(config, verbose=False)
+    checkpoints.prepare_workdir(config, trainer.data_spec)  # config.json with the input shape: data not read
     for v in trainer.model.trainable_variables:  # Not the initialisation: restoring must matter.
         v.assign(v * 1.5 + 0.01)
     trainer.step.assign(7)
@@ -161,10 +161,10 @@ def test_adapt_workdir_restores_the_checkpoint(folders, tmp_path):
     card = read_model_card(path)
     assert card["class_names"] == sorted(CLASSES)
     assert card["checkpoint_step"] == 7 and card["training"]["ways"] == 3
-    algorithm = trainer.algorithm
+    learner = trainer.learner
     support = ClassDataset.from_folder(support_dir, image_size=(16, 16))
     labels = np.repeat(np.arange(3, dtype=np.int32), 2)
-    fast = algorithm.adapt(tf.constant(support.images), tf.constant(labels), steps=2)
-    expected = algorithm.predict(fast, tf.constant(_read(queries))).numpy()
+    fast = learner.adapt(tf.constant(support.images), tf.constant(labels), steps=2)
+    expected = learner.predict(fast, tf.constant(_read(queries))).numpy()
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     np.testing.assert_allclose(serve(images=tf.constant(_read(queries)))["logits"].numpy(), expected, atol=1e-4)

@@ -89,12 +89,12 @@ def test_wrong_dtype_is_rejected_by_the_signature(classifier):
 
 def test_mixed_stream_of_requests(classifier, tmp_path):
     """>= 1,000 valid and invalid requests to one loaded model: right answers, bounded memory."""
-    algorithm, path = classifier
+    learner, path = classifier
     rng = np.random.default_rng(6)
     valid = []
     for _ in range(24):
         request = toy.classification_request(rng, shots=int(rng.integers(1, 4)), queries=int(rng.integers(1, 4)))
-        valid.append({"inputs": request, "logits": toy.eager_classifier_outputs(algorithm, request), "error": None})
+        valid.append({"inputs": request, "logits": toy.eager_classifier_outputs(learner, request), "error": None})
     invalid = [{"inputs": r, "logits": None, "error": "Received"} for _, r, _ in _bad_requests()]
     invalid.append({"inputs": {**valid[0]["inputs"], "support_labels": valid[0]["inputs"]["support_labels"].astype(np.int64)},
                     "logits": None, "error": "int32"})

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import toy
 from tfmeta.export import export_few_shot_classifier, read_model_card
-from tfmeta.export import saved_model as saved_model_lib
+from tfmeta.export import export_adapted_classifier
 
 HERE = pathlib.Path(__file__).parent
 VENV_BIN = pathlib.Path(sys.executable).parent
@@ -36,7 +36,7 @@ def _session_run(path, request, outputs=("logits", "probabilities", "classes")):
 
 
 def test_model_card(classifier):
-    algorithm, path = classifier
+    learner, path = classifier
     card = read_model_card(path)
     assert card["kind"] == "few_shot_classifier"
     assert card["ways"] == toy.WAYS
@@ -44,7 +44,7 @@ def test_model_card(classifier):
     assert card["inner_steps"] == 2
     assert card["input"]["shape"] == list(toy.IMAGE_SHAPE)
     assert card["input"]["preprocessing"]["image_size"] == list(toy.IMAGE_SHAPE[:2])
-    assert card["algorithm"] == algorithm.config()
+    assert card["algorithm"] == learner.config()
     assert card["evaluation"] == {"accuracy": 0.5, "ci95": 0.01, "episodes": 600}
     assert card["training"]["meta_batch_size"] == 4
     inputs = card["signature"]["inputs"]
@@ -54,14 +54,14 @@ def test_model_card(classifier):
 
 
 def test_bad_arguments_are_rejected(classifier, tmp_path):
-    algorithm, _ = classifier
+    learner, _ = classifier
     with pytest.raises(ValueError, match="Received: name='a/b'"):
-        export_few_shot_classifier(algorithm, tmp_path, "a/b")
+        export_few_shot_classifier(learner, tmp_path, "a/b")
     with pytest.raises(ValueError, match="reserved keys"):
-        export_few_shot_classifier(algorithm, tmp_path, "m", model_card={"signature": {}})
+        export_few_shot_classifier(learner, tmp_path, "m", model_card={"signature": {}})
     with pytest.raises(ValueError, match="JSON-serialisable"):
-        export_few_shot_classifier(algorithm, tmp_path, "m", model_card={"x": object()})
-    with pytest.raises(TypeError, match="Received: algorithm=str"):
+        export_few_shot_classifier(learner, tmp_path, "m", model_card={"x": object()})
+    with pytest.raises(TypeError, match="Received: learner=str"):
         export_few_shot_classifier("maml", tmp_path, "m")
     assert not (tmp_path / "m").exists() or list((tmp_path / "m").iterdir()) == []
 
@@ -70,9 +70,9 @@ def test_bad_arguments_are_rejected(classifier, tmp_path):
 
 
 def test_loaded_signature_matches_eager(classifier):
-    algorithm, path = classifier
+    learner, path = classifier
     request = toy.classification_request(np.random.default_rng(0))
-    expected = toy.eager_classifier_outputs(algorithm, request)
+    expected = toy.eager_classifier_outputs(learner, request)
     out = _call(path, request)
     assert out["logits"].shape == (3 * toy.WAYS, toy.WAYS)
     np.testing.assert_allclose(out["logits"], expected, atol=1e-5)
@@ -80,25 +80,25 @@ def test_loaded_signature_matches_eager(classifier):
     assert out["classes"].dtype == np.int64
     np.testing.assert_array_equal(out["classes"], np.argmax(expected, axis=-1))
     # Adaptation really happens in the graph: zero steps gives other logits.
-    assert not np.allclose(expected, toy.eager_classifier_outputs(algorithm, request, steps=0), atol=1e-3)
+    assert not np.allclose(expected, toy.eager_classifier_outputs(learner, request, steps=0), atol=1e-3)
 
 
 def test_session_loader_matches_eager(classifier):
-    algorithm, path = classifier
+    learner, path = classifier
     request = toy.classification_request(np.random.default_rng(1))
-    expected = toy.eager_classifier_outputs(algorithm, request)
+    expected = toy.eager_classifier_outputs(learner, request)
     out = _session_run(path, request)
     np.testing.assert_allclose(out["logits"], expected, atol=1e-5)
     np.testing.assert_array_equal(out["classes"], np.argmax(expected, axis=-1))
 
 
 def test_regressor_matches_eager(regressor):
-    algorithm, path = regressor
+    learner, path = regressor
     rng = np.random.default_rng(0)
     x = rng.uniform(-5, 5, (10, 1)).astype(np.float32)
     request = {"support_x": x, "support_y": 2 * np.sin(x), "query_x": np.linspace(-5, 5, 7, dtype=np.float32)[:, None]}
-    fast = algorithm.adapt(tf.constant(request["support_x"]), tf.constant(request["support_y"]))
-    expected = algorithm.predict(fast, tf.constant(request["query_x"])).numpy()
+    fast = learner.adapt(tf.constant(request["support_x"]), tf.constant(request["support_y"]))
+    expected = learner.predict(fast, tf.constant(request["query_x"])).numpy()
     np.testing.assert_allclose(_call(path, request)["predictions"], expected, atol=1e-5)
     np.testing.assert_allclose(_session_run(path, request, ("predictions",))["predictions"], expected, atol=1e-5)
     assert read_model_card(path)["signature"]["outputs"]["predictions"]["shape"] == [None, 1]
@@ -107,16 +107,16 @@ def test_regressor_matches_eager(regressor):
 
 
 def test_adapted_classifier_matches_eager(adapted):
-    algorithm, fast, names, path = adapted
+    learner, fast, names, path = adapted
     images = np.random.default_rng(3).random((5, *toy.IMAGE_SHAPE), dtype=np.float32)
-    expected = algorithm.predict(fast, tf.constant(images)).numpy()
+    expected = learner.predict(fast, tf.constant(images)).numpy()
     np.testing.assert_allclose(_call(path, {"images": images})["logits"], expected, atol=1e-5)
     np.testing.assert_allclose(_session_run(path, {"images": images})["logits"], expected, atol=1e-5)
     card = read_model_card(path)
     assert card["kind"] == "adapted_classifier"
     assert card["class_names"] == names
     with pytest.raises(ValueError, match="Received: 2 class_names"):
-        saved_model_lib.export_adapted_classifier(algorithm, fast, ["a", "b"], path.parent.parent, "x")
+        export_adapted_classifier(learner, fast, ["a", "b"], path.parent.parent, "x")
 
 
 # ------------------------------------------------------------------ self-contained
@@ -133,7 +133,7 @@ print(json.dumps({"tfmeta": "tfmeta" in sys.modules, "keras": "keras" in sys.mod
 
 
 def test_loads_in_a_process_without_tfmeta(classifier, tmp_path):
-    algorithm, path = classifier
+    learner, path = classifier
     request = toy.classification_request(np.random.default_rng(2))
     np.savez(tmp_path / "request.npz", **request)
     result = subprocess.run(
@@ -142,12 +142,12 @@ def test_loads_in_a_process_without_tfmeta(classifier, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["tfmeta"] is False
-    expected = toy.eager_classifier_outputs(algorithm, request)
+    expected = toy.eager_classifier_outputs(learner, request)
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-5)
 
 
 def test_saved_model_cli_show_and_run(classifier, tmp_path):
-    algorithm, path = classifier
+    learner, path = classifier
     cli = str(VENV_BIN / "saved_model_cli")
     show = subprocess.run([cli, "show", "--dir", str(path), "--all"], capture_output=True, text=True, env=ENV, timeout=120)
     assert show.returncode == 0, show.stderr[-2000:]
@@ -166,7 +166,7 @@ def test_saved_model_cli_show_and_run(classifier, tmp_path):
         capture_output=True, text=True, env=ENV, timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    expected = toy.eager_classifier_outputs(algorithm, request)
+    expected = toy.eager_classifier_outputs(learner, request)
     np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), expected, atol=1e-5)
 
 
@@ -174,17 +174,15 @@ def test_saved_model_cli_show_and_run(classifier, tmp_path):
 
 def test_maml_plus_plus_state_is_exported(tmp_path):
     """Learned per-step rates, per-step BatchNorm statistics and weights travel with the export."""
-    algorithm = toy.classifier_algorithm(seed=5, inner_steps=2, learn_inner_lr=True, per_step_bn_stats=True,
+    learner = toy.classifier_learner(seed=5, inner_steps=2, learn_inner_lr=True, per_step_bn_stats=True,
                                          per_step_bn_weights=True)
-    if not algorithm.extra_variables:
-        pytest.skip("needs tfmeta.algorithms.MAML with learn_inner_lr")
-    for v in algorithm.extra_variables:  # Distinct learned rates and BatchNorm weights per step.
+    for v in learner.extra_variables:  # Distinct learned rates and BatchNorm weights per step.
         scale = np.linspace(0.5, 1.5, v.shape[0]).reshape((-1,) + (1,) * (len(v.shape) - 1))
         v.assign(v.numpy() * scale + 0.1 * (scale - 1.0))
-    path = export_few_shot_classifier(algorithm, tmp_path, "mpp")
+    path = export_few_shot_classifier(learner, tmp_path, "mpp")
     card = read_model_card(path)
     assert any(isinstance(r, list) and len(r) == 2 for r in card["inner_learning_rates"].values())
     request = toy.classification_request(np.random.default_rng(8))
-    expected = toy.eager_classifier_outputs(algorithm, request)
+    expected = toy.eager_classifier_outputs(learner, request)
     np.testing.assert_allclose(_session_run(path, request)["logits"], expected, atol=1e-5)
     np.testing.assert_allclose(_call(path, request)["logits"], expected, atol=1e-5)

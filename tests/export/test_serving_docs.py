@@ -17,12 +17,12 @@ _DTYPES = {"float32": np.float32, "int32": np.int32}
 @pytest.fixture(scope="module")
 def omniglot_shaped_export(tmp_path_factory):
     """A 5-way 28x28x1 Conv-4 MAML export (narrow, untrained: the numbers are compared, not judged)."""
-    from tfmeta.algorithms import MAML  # noqa: PLC0415
+    from tfmeta.learners import MAML  # noqa: PLC0415
     from tfmeta.models import conv4  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
-    algorithm = MAML(conv4(ways=5, input_shape=(28, 28, 1), filters=8), inner_steps=2, inner_lr=0.4)
-    return algorithm, export_few_shot_classifier(algorithm, tmp_path_factory.mktemp("docs"), "omniglot_5way_1shot")
+    learner = MAML(conv4(ways=5, input_shape=(28, 28, 1), filters=8), inner_steps=2, inner_lr=0.4)
+    return learner, export_few_shot_classifier(learner, tmp_path_factory.mktemp("docs"), "omniglot_5way_1shot")
 
 
 def _as_served(body, card):
@@ -34,7 +34,7 @@ def _as_served(body, card):
 
 
 def test_rest_example_runs_through_the_session_loader(omniglot_shaped_export):
-    algorithm, path = omniglot_shaped_export
+    learner, path = omniglot_shaped_export
     request = _as_served(json.loads(REQUEST.read_text()), read_model_card(path))
     assert request["support_images"].shape == (5, 28, 28, 1)
     assert request["query_images"].shape == (5, 28, 28, 1)
@@ -46,8 +46,8 @@ def test_rest_example_runs_through_the_session_loader(omniglot_shaped_export):
     # The REST response is {"outputs": {"logits": [[...]], "probabilities": [[...]], "classes": [...]}}.
     response = json.loads(json.dumps({"outputs": {k: v.tolist() for k, v in out.items()}}))
     assert sorted(response["outputs"]) == ["classes", "logits", "probabilities"]
-    fast = algorithm.adapt(tf.constant(request["support_images"]), tf.constant(request["support_labels"]))
-    expected = algorithm.predict(fast, tf.constant(request["query_images"])).numpy()
+    fast = learner.adapt(tf.constant(request["support_images"]), tf.constant(request["support_labels"]))
+    expected = learner.predict(fast, tf.constant(request["query_images"])).numpy()
     np.testing.assert_allclose(np.array(response["outputs"]["logits"]), expected, atol=1e-5)
     np.testing.assert_allclose(np.array(response["outputs"]["probabilities"]).sum(-1), 1.0, atol=1e-5)
     assert response["outputs"]["classes"] == expected.argmax(-1).tolist()

@@ -3,7 +3,7 @@
 import pytest
 
 import toy
-from tfmeta.export import existing_versions, export_few_shot_regressor, next_version, saved_model as saved_model_lib
+from tfmeta.export import existing_versions, export_few_shot_regressor, exporter, next_version
 from tfmeta.export import versioning
 from tfmeta.export.versioning import staged_version
 
@@ -69,17 +69,17 @@ def test_bad_names_are_rejected(tmp_path, name):
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     """A real export failing after `tf.saved_model.save` wrote its files."""
-    algorithm = toy.regressor_algorithm(seed=3, inner_steps=1)
-    first = export_few_shot_regressor(algorithm, tmp_path, "m")
+    learner = toy.regressor_learner(seed=3, inner_steps=1)
+    first = export_few_shot_regressor(learner, tmp_path, "m")
     assert first == tmp_path / "m" / "1" and (first / "saved_model.pb").is_file()
     assert (first / "assets" / "tfmeta.json").is_file()
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(saved_model_lib, "write_model_card", fail)
+    monkeypatch.setattr(exporter, "write_model_card", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        export_few_shot_regressor(algorithm, tmp_path, "m")
+        export_few_shot_regressor(learner, tmp_path, "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]
     monkeypatch.undo()
-    assert export_few_shot_regressor(algorithm, tmp_path, "m") == tmp_path / "m" / "2"
+    assert export_few_shot_regressor(learner, tmp_path, "m") == tmp_path / "m" / "2"

@@ -104,3 +104,18 @@ def test_bfloat16_inputs_keep_their_dtype():
     y32, _ = layer.stateless_call([tf.ones([4]), tf.zeros([4])], [tf.zeros([4]), tf.ones([4])], x, training=True)
     assert y16.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(y16, tf.float32).numpy(), y32.numpy(), atol=0.05)
+
+
+def test_batch_norm_layers_are_found_in_nested_models_in_order():
+    import keras
+
+    from tfmeta.models import batch_norm_layers, conv4
+
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), BatchNorm(name="inner_bn")], name="inner")
+    inputs = keras.Input((4,))
+    x = keras.layers.BatchNormalization(name="keras_bn")(inputs)
+    outputs = keras.layers.Dense(2)(inner(x))
+    model = keras.Model(inputs, outputs)
+    assert [layer.name for layer in batch_norm_layers(model)] == ["keras_bn", "inner_bn"]
+    assert [layer.name for layer in batch_norm_layers(conv4(ways=3))] == ["bn0", "bn1", "bn2", "bn3"]
+    assert batch_norm_layers(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])) == []

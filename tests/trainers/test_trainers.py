@@ -11,8 +11,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def run_module(module, *args, timeout=240):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+def run_module(module, *args, timeout=240, quiet_tensorflow=True):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    if quiet_tensorflow:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    else:  # as a user runs the trainers: the trainers keep TensorFlow's start-up lines out themselves
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -40,8 +44,8 @@ def test_maml_trainer_smoke_then_evaluate(tmp_path):
 
     # Same workdir, different settings: refused, nothing overwritten.
     refused = run_module("trainers.maml", "--num_iterations=20", "--inner_lr=0.5", f"--workdir={workdir}")
-    assert refused.returncode != 0
-    assert "inner_lr=0.5 (workdir has 0.01)" in refused.stderr
+    assert refused.returncode == 1
+    assert "inner_lr=0.5 (workdir has 0.01)" in refused.stderr and "Traceback" not in refused.stderr
     assert json.loads((workdir / "config.json").read_text())["inner_lr"] == 0.01
 
 
@@ -65,3 +69,19 @@ def test_strategy_and_mixed_precision_flags(tmp_path):
     refused = run_module("trainers.maml", "--devices=GPU:0", f"--workdir={tmp_path / 'other'}")
     assert refused.returncode != 0
     assert "`devices` applies to strategy='mirrored' only. Received: strategy='default'" in refused.stderr
+
+
+def test_bad_input_is_one_line_and_tensorflow_start_up_is_quiet(tmp_path):
+    missing = tmp_path / "nowhere"
+    done = run_module("trainers.maml", "--dataset=folder", f"--data_dir={missing}", f"--workdir={tmp_path / 'run'}",
+                      quiet_tensorflow=False)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == f"error: Image folder not found: {missing}", done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2  # the error and the --verbose hint
+    for noise in ("oneDNN", "cuInit", "absl::InitializeLog", "cpu_feature_guard", "cuda drivers"):
+        assert noise not in done.stderr + done.stdout, noise
+
+    verbose = run_module("trainers.maml", "--dataset=folder", f"--data_dir={missing}", f"--workdir={tmp_path / 'run'}",
+                         "--verbose", quiet_tensorflow=False)
+    assert verbose.returncode != 0
+    assert "Traceback" in verbose.stderr and "FileNotFoundError: Image folder not found" in verbose.stderr

@@ -1,16 +1,16 @@
-"""A tiny algorithm for testing the training loop without the real MAML."""
+"""A tiny learner for testing the training loop without the real MAML."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta.algorithms.base import Algorithm, Weights, task_loss_and_metrics
+from tfmeta.learners.base import Learner, TaskLoss, Weights
 from tfmeta.data.episode import Episode
 from tfmeta.data.regression import sinusoid_tasks
 
 
-class LinearMAML(Algorithm):
+class LinearMAML(Learner):
     """MAML on a small MLP regressor, inner loop written with `stateless_call`."""
 
     def __init__(self, model, inner_lr=0.01, inner_steps=1):
@@ -18,26 +18,30 @@ class LinearMAML(Algorithm):
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
 
+    @property
+    def eval_steps(self):
+        return self.inner_steps
+
     def adapt(self, support_x, support_y, steps=None, training=True):
         steps = self.inner_steps if steps is None else steps
         weights = self.initial_weights()
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(weights.trainable)
-                outputs, _ = self.call_model(weights, support_x, training)
+                outputs, _ = self.call_network(weights, support_x, training)
                 loss = tf.reduce_mean(tf.square(outputs - support_y))
             grads = tape.gradient(loss, weights.trainable)
             weights = Weights([w - self.inner_lr * g for w, g in zip(weights.trainable, grads)], weights.non_trainable)
         return weights
 
-    def predict(self, adapted, x, training=True):
-        return self.call_model(adapted, x, training)[0]
+    def predict(self, task_state, x, training=True):
+        return self.call_network(task_state, x, training)[0]
 
-    def task_loss(self, episode, training=True):
+    def task_loss(self, episode, step=None, training=True):
         weights = self.adapt(episode.support_x, episode.support_y, training=training)
-        outputs, state = self.call_model(weights, episode.query_x, training)
-        loss, metrics = task_loss_and_metrics(self.task, outputs, episode.query_y)
-        return loss, metrics, state
+        outputs, state = self.call_network(weights, episode.query_x, training)
+        loss, metrics = self.loss_and_metrics(outputs, episode.query_y)
+        return TaskLoss(loss, metrics, state)
 
 
 def small_mlp(hidden=16):
@@ -65,10 +69,10 @@ def sinusoid_stream(start_step, input_context=None, nan_at_step=None, stop_at_st
 
 @pytest.fixture
 def tiny():
-    """Factories for the tiny learner: `tiny.algorithm()`, `tiny.stream(...)`."""
+    """Factories for the tiny learner: `tiny.learner()`, `tiny.stream(...)`."""
 
     class Tiny:
-        algorithm = staticmethod(lambda inner_lr=0.01: LinearMAML(small_mlp(), inner_lr=inner_lr))
+        learner = staticmethod(lambda inner_lr=0.01: LinearMAML(small_mlp(), inner_lr=inner_lr))
         stream = staticmethod(sinusoid_stream)
 
     return Tiny

@@ -2,8 +2,11 @@
 
 Prints one JSON line (prefixed `RESULT `) of measured differences; the test asserts on them.
 Logical devices must be configured before TensorFlow initialises, hence a fresh process.
+The gradients compared are the loop's own (`MetaTrainer.compute_gradients`: per-replica
+meta-gradients, reduced across replicas), before any optimizer step: Adam would hide a
+wrong gradient scale (it divides by the gradients' own size).
 
-    python tests/training/mirrored_check.py <workdir> maml fomaml
+    python tests/training/mirrored_check.py <workdir> maml fomaml maml++ reptile
 """
 
 import json
@@ -17,7 +20,7 @@ distribute.configure_logical_devices(2)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmeta import algorithms, models  # noqa: E402
+from tfmeta import learners, models  # noqa: E402
 from tfmeta.data.episode import Episode  # noqa: E402
 from tfmeta.data.pipeline import episode_dataset  # noqa: E402
 from tfmeta.data.sources import ClassDataset  # noqa: E402
@@ -38,23 +41,18 @@ def trainer(variant, strategy, workdir):
                              meta_batch_size=META_BATCH, inner_lr=0.1, meta_lr=1e-3, num_iterations=STEPS,
                              eval_every=STEPS, eval_episodes=4, workdir=str(workdir), variant=variant)
     data = source()
-    build = lambda: algorithms.build(variant, models.conv4(WAYS, input_shape=(16, 16, 1), filters=8),
-                                     inner_steps=1, inner_lr=0.1)
+    kwargs = dict(inner_steps=2, inner_lr=0.1) if variant in ("maml++", "reptile") else dict(inner_steps=1, inner_lr=0.1)
+    build = lambda: learners.build(variant, models.conv4(WAYS, input_shape=(16, 16, 1), filters=8), **kwargs)
     stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3, start_step=start,
                                                 input_context=ctx)
     return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream
 
 
 def first_gradients(t, stream):
-    """Mean meta-gradients of step 0, reduced across replicas as the loop does."""
+    """The loop's meta-gradients and state of step 0 (reduced across replicas), nothing applied."""
     batch = next(iter(t.strategy.distribute_datasets_from_function(lambda ctx: stream(0, ctx))))
-
-    @tf.function(autograph=False)
-    def grads(b):
-        g, _, _ = t.strategy.run(t.algorithm.meta_gradients, args=(Episode(*b),))
-        return [t.strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None) for x in g]
-
-    return [x.numpy() for x in grads(batch)]
+    grads, metrics, state = t.compute_gradients(Episode(*batch))
+    return [x.numpy() for x in grads], [x.numpy() for x in state], float(metrics["loss"])
 
 
 def check(variant, workdir, mirrored):
@@ -62,10 +60,16 @@ def check(variant, workdir, mirrored):
     single, single_stream = trainer(variant, tf.distribute.get_strategy(), workdir / "single")
     multi, multi_stream = trainer(variant, mirrored, workdir / "mirrored")
     initial = [v.numpy() for v in single.model.variables]
+    initial_state = [v.numpy() for v in multi.learner.state_variables]
     result = {"replicas": mirrored.num_replicas_in_sync}
-    g1, g2 = first_gradients(single, single_stream), first_gradients(multi, multi_stream)
+    (g1, s1, l1), (g2, s2, l2) = first_gradients(single, single_stream), first_gradients(multi, multi_stream)
     result["grad_max_abs"] = max(float(np.abs(g).max()) for g in g1)
     result["grad_max_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(g1, g2))
+    # Relative to each tensor's size: a gradient scaled by the replica count (sum instead of mean) fails.
+    result["grad_max_rel_diff"] = max(float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-3)) for a, b in zip(g1, g2))
+    result["state_max_diff"] = max([0.0] + [float(np.abs(a - b).max()) for a, b in zip(s1, s2)])
+    result["state_shapes"] = [list(a.shape) for a in s1]
+    result["first_loss_diff"] = abs(l1 - l2)
     h1, h2 = single.train(), multi.train()
     result["loss_diff"] = abs(h1[-1]["loss"] - h2[-1]["loss"])
     # A convolution's bias before BatchNorm has an exact meta-gradient of 0 (the
@@ -77,17 +81,18 @@ def check(variant, workdir, mirrored):
     result["param_max_diff"] = max(d for path, d in diffs.items() if path not in cancelled)
     result["cancelled_bias_max_diff"] = max(diffs[path] for path in cancelled)
     result["cancelled_bias_max_grad"] = max(
-        float(np.abs(g).max()) for g, v in zip(g1, single.algorithm.meta_variables) if v.path in cancelled
+        float(np.abs(g).max()) for g, v in zip(g1, single.learner.meta_variables) if v.path in cancelled
     )
     result["param_max_change"] = max(
         float(np.abs(a - b.numpy()).max()) for a, b in zip(initial, single.model.variables)
     )
-    replica_diff, moving_changes = 0.0, []
-    for variable, start in zip(multi.model.variables, initial):
+    replica_diff = 0.0
+    for variable in multi.learner.variables:
         copies = [c.numpy() for c in multi.strategy.experimental_local_results(variable.value)]
         replica_diff = max([replica_diff] + [float(np.abs(c - copies[0]).max()) for c in copies])
-        if "moving" in variable.path:
-            moving_changes.append(float(np.abs(copies[0] - start).max()))
+    # The learner's state (BatchNorm moving statistics, or MAML++'s per-step copies of them).
+    moving_changes = [float(np.abs(v.numpy() - start).max())
+                      for v, start in zip(multi.learner.state_variables, initial_state)]
     result["replica_max_diff"] = replica_diff
     result["moving_min_change"] = min(moving_changes)
     result["num_copies"] = len(multi.strategy.experimental_local_results(multi.model.variables[0].value))

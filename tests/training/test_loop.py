@@ -11,10 +11,12 @@ from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer, NonFiniteLossError
 
 
-def make_trainer(tiny, workdir, num_iterations, eval_every=5, stream=None, eval_dataset=None, **config):
+def make_trainer(tiny, workdir, num_iterations, eval_every=5, stream=None, eval_dataset=None, verbose=False,
+                 progress_seconds=10.0, **config):
     config = MetaTrainConfig(num_iterations=num_iterations, eval_every=eval_every, eval_episodes=8,
                              eval_inner_steps=1, workdir=str(workdir), meta_lr=1e-2, **config)
-    return MetaTrainer(config, tiny.algorithm, stream or tiny.stream, eval_dataset=eval_dataset, verbose=False)
+    return MetaTrainer(config, tiny.learner, stream or tiny.stream, eval_dataset=eval_dataset, verbose=verbose,
+                       progress_seconds=progress_seconds)
 
 
 def values(trainer):
@@ -122,3 +124,18 @@ def test_validation_and_tensorboard_scalars(tiny, tmp_path):
     for record in tf.compat.v1.train.summary_iterator(str(events[0])):
         tags |= {v.tag for v in record.summary.value}
     assert {"train/loss", "val/mse_before", "val/mse_after"} <= tags
+
+
+def test_progress_lines_between_evaluations(tiny, tmp_path, capsys):
+    # progress_seconds=0: a progress line after every step (the trainers use 10 s).
+    make_trainer(tiny, tmp_path, num_iterations=6, eval_every=3, verbose=True, progress_seconds=0.0).train()
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if "steps/s" in line]
+    assert len(progress) == 6, lines
+    assert progress[0].startswith("step 1/6 | ") and " | loss " in progress[0] and " | ETA " in progress[0]
+    assert sum(line.startswith("step 3/6 | loss") for line in lines) == 1  # the evaluation line
+
+
+def test_a_built_learner_is_checked(tmp_path):
+    with pytest.raises(TypeError, match="must return a tfmeta Learner. Received: str"):
+        MetaTrainer(MetaTrainConfig(workdir=str(tmp_path)), lambda: "maml", None)

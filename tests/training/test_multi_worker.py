@@ -81,13 +81,21 @@ def test_two_workers_train_identically_save_on_chief_and_resume(tmp_path):
     assert sorted(p.name for p in (workdir / "checkpoints").glob("*.index")) == ["ckpt-2.index", "ckpt-4.index"]
     assert not any(np.array_equal(a, b) for a, b in zip(params[0], resumed[0]) if a.ndim == 2)  # it trained on
 
-    # The same 4 steps on one device (the global meta-batch is the same).
+    # The same steps on one device (the global meta-batch is the same).
     sys.path.insert(0, str(WORKER.parent))
     import multi_worker_check
 
     from tfmeta.training import runner
 
     single, _ = runner.build_trainer(multi_worker_check.config(tmp_path / "single", 4, "default"), verbose=False)
+    # The loop's gradients before any update: the mean over both workers' tasks equals the
+    # single-device mean (a sum over workers, or a worker drawing the other's tasks, would not).
+    expected = multi_worker_check.first_gradients(single)
+    for index in range(2):
+        grads = list(np.load(tmp_path / "phase1" / f"worker{index}_grads.npz").values())
+        assert max(float(np.abs(g).max()) for g in grads) > 0.1
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
     single.train()
     for a, b in zip(resumed[0], single.model.variables):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)

@@ -431,13 +431,21 @@ class ClassDataset:
 
         Raises:
             ValueError: if a key is not a feature of the dataset or arguments are bad.
+            ConnectionError: if TFDS must download the data set and cannot (offline).
         """
         import tensorflow_datasets as tfds  # imported here: only this constructor needs it.
 
         if channels is not None:
             _check_channels(channels)
         _check_image_size(image_size)
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, shuffle_files=False)
+        try:
+            dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True, shuffle_files=False)
+        except OSError as error:  # requests' download errors are OSErrors too
+            where = data_dir or "TFDS's default folder (~/tensorflow_datasets)"
+            raise ConnectionError(
+                f"TFDS could not download or prepare the data set {name!r} into {where}: {error}. Offline, prepare it "
+                f"on a machine with internet and copy it there. Received: name={name!r}, split={split!r}"
+            ) from error
         for key in (image_key, label_key) + ((group_key,) if group_key else ()):
             if key not in info.features:
                 raise ValueError(

@@ -78,22 +78,38 @@ def check_rank(x, name: str, rank: int, pretty: str) -> list:
     ]
 
 
-def check_labels(labels, name: str, ways: int) -> list:
-    """Checks integer labels lie in `[0, ways)` and every class has an example."""
+def check_labels(labels, name: str, ways: int, any_ways: bool = False) -> list:
+    """Checks integer labels lie in `[0, ways)` and every class has an example.
+
+    Args:
+        labels: the support labels.
+        name: the input's name in the signature.
+        ways: the head size (fixed-ways models), or the largest number of
+            classes a request may hold (`any_ways`).
+        any_ways: the request's classes are `0..max(labels)`, any number up to
+            `ways`; otherwise exactly `0..ways-1`.
+
+    Returns:
+        The assert ops.
+    """
     labels = tf.reshape(labels, [-1])
     in_range = tf.reduce_all(tf.logical_and(labels >= 0, labels < ways))
+    served = f"up to {ways} classes" if any_ways else f"{ways}-way tasks"
     range_check = tf.debugging.Assert(
         in_range,
-        [f"`{name}` must lie in [0, {ways}) (this model serves {ways}-way tasks). Received: {name}=", labels],
+        [f"`{name}` must lie in [0, {ways}) (this model serves {served}). Received: {name}=", labels],
         summarize=64,
         name=f"check_{name}_range",
     )
     with tf.control_dependencies([range_check]):
         counts = tf.math.bincount(labels, minlength=ways, maxlength=ways, dtype=tf.int32)
+        if any_ways:  # the request's classes: 0..max(labels)
+            counts = counts[: tf.reduce_max(labels) + 1]
         missing = tf.reshape(tf.where(tf.equal(counts, 0)), [-1])
+        expected = "every class 0..max(label)" if any_ways else f"every class 0..{ways - 1}"
         present = tf.debugging.Assert(
             tf.equal(tf.size(missing), 0),
-            [f"every class 0..{ways - 1} needs at least one example in `{name}`. "
+            [f"{expected} needs at least one example in `{name}`. "
              f"Received no example of classes:", tf.cast(missing, tf.int32), f"; {name}=", labels],
             summarize=64,
             name=f"check_{name}_classes",

@@ -5,7 +5,10 @@ import json
 import pathlib
 
 MODEL_CARD_PATH = "assets/tfmeta.json"
-MODEL_CARD_FORMAT = "tfmeta.model_card/1"
+# Format 2: few-shot exports save `adapt_task` / `predict_task` (any learner's task
+# state); format 1 (tfmeta 0.1) saved MAML's `adapt_weights` / `predict_with_weights`.
+MODEL_CARD_FORMAT = "tfmeta.model_card/2"
+MODEL_CARD_FORMAT_1 = "tfmeta.model_card/1"
 RESERVED_KEYS = ("format", "kind", "signature", "created")
 
 

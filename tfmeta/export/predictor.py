@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta.data.sources import ClassDataset, read_image_files
-from tfmeta.export.model_card import read_model_card
-from tfmeta.export.saved_model import SIGNATURE_KEY
+from tfmeta.export.exporter import SIGNATURE_KEY, classifier_outputs
+from tfmeta.export.model_card import MODEL_CARD_FORMAT_1, read_model_card
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,9 @@ class FewShotPredictor:
 
     Works with few-shot classifier exports (a support folder of class folders is
     adapted to in each call) and adapted classifier exports (class names come from
-    the model card; no support set).
+    the model card; no support set). A few-shot export can also adapt once
+    (`adapt_arrays`) and predict many times with that task state
+    (`predict_with_state`): that is what `tfmeta.export.adapt_export` builds on.
 
     Args:
         path: an export's version directory (`saved_models/<name>/<version>`).
@@ -63,11 +65,17 @@ class FewShotPredictor:
         self._loaded = tf.saved_model.load(str(self.path))
         self._serve = self._loaded.signatures[SIGNATURE_KEY]
         self.ways = int(self.card["ways"])
+        self.any_ways = bool(self.card.get("any_ways", False))
         self.input_shape = tuple(self.card["input"]["shape"])
         preprocessing = self.card["input"].get("preprocessing", {})
         self.image_size = tuple(preprocessing.get("image_size", self.input_shape[:2]))
         self.channels = int(preprocessing.get("channels", self.input_shape[-1]))
         self.invert = bool(preprocessing.get("invert", False))
+
+    @property
+    def saved_model(self):
+        """The loaded SavedModel object (`tf.saved_model.load`), e.g. to track it in a new module."""
+        return self._loaded
 
     # ------------------------------------------------------------ images
 
@@ -82,11 +90,17 @@ class FewShotPredictor:
         """Reads a folder of class folders: `(images, labels, class_names)`.
 
         Raises:
-            ValueError: if the folder does not hold exactly `ways` classes.
+            ValueError: if the folder does not hold exactly `ways` classes (at
+                least 2 and at most `ways` for exports that serve any number).
         """
         source = ClassDataset.from_folder(support_dir, image_size=self.image_size, invert=self.invert,
                                           channels=self.channels)
-        if source.num_classes != self.ways:
+        if self.any_ways and not 2 <= source.num_classes <= self.ways:
+            raise ValueError(
+                f"`support_dir` must hold one folder per class, 2 to {self.ways} classes for this model. "
+                f"Received: {source.num_classes} classes {source.class_names} in {support_dir}"
+            )
+        if not self.any_ways and source.num_classes != self.ways:
             raise ValueError(
                 f"`support_dir` must hold one folder per class, {self.ways} classes for this "
                 f"{self.ways}-way model. Received: {source.num_classes} classes {source.class_names} in {support_dir}"
@@ -109,6 +123,36 @@ class FewShotPredictor:
                 "query_images": tf.constant(query_images, tf.float32),
             }
         return {k: v.numpy() for k, v in self._serve(**inputs).items()}
+
+    def adapt_arrays(self, support_images, support_labels) -> list:
+        """Runs the export's adaptation once: the task state as a flat list of tensors.
+
+        Raises:
+            ValueError: if this is not a few-shot export.
+        """
+        self._check_few_shot("adapt_arrays")
+        images, labels = tf.constant(support_images, tf.float32), tf.constant(support_labels, tf.int32)
+        if self.card["format"] == MODEL_CARD_FORMAT_1:  # exports of tfmeta 0.1 (MAML family)
+            fast = self._loaded.adapt_weights(images, labels)
+            self._num_trainable = len(fast["trainable"])
+            return list(fast["trainable"]) + list(fast["non_trainable"])
+        return list(self._loaded.adapt_task(images, labels)["task_state"])
+
+    def predict_with_state(self, task_state, query_images) -> dict:
+        """Outputs (`logits`, `probabilities`, `classes`) for queries under a task state from `adapt_arrays`.
+
+        Works inside a `tf.function` too (tensors in, tensors out).
+        """
+        self._check_few_shot("predict_with_state")
+        query = tf.cast(query_images, tf.float32)
+        if self.card["format"] == MODEL_CARD_FORMAT_1:
+            n = self._num_trainable
+            return classifier_outputs(self._loaded.predict_with_weights(task_state[:n], task_state[n:], query))
+        return self._loaded.predict_task(list(task_state), query)
+
+    def _check_few_shot(self, what):
+        if self.kind != "few_shot_classifier":
+            raise ValueError(f"`{what}` needs a few-shot classifier export. Received: an export of kind {self.kind!r}")
 
     def predict(self, query_paths, support_dir=None) -> list:
         """Predicts the class of each query image.

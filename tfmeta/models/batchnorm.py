@@ -161,10 +161,15 @@ class BatchNorm(keras.layers.Layer):
 
 def batch_norm_layers(model: keras.Model) -> list:
     """The batch-normalisation layers of `model` (`BatchNorm` and Keras's
-    `BatchNormalization`), nested ones included, in the model's order.
+    `BatchNormalization`), in nested models too, in the model's order.
+
+    Walks `Model.layers` (public API) recursively through nested models
+    (Sequential, functional or subclassed). A BatchNorm held inside a custom
+    `keras.layers.Layer` that is not a `keras.Model` is not found: build such
+    blocks as functional models (as `tfmeta.models` does).
 
     Args:
-        model: a `keras.Model` (or layer).
+        model: a `keras.Model`.
 
     Returns:
         A list of layers, empty if there are none.
@@ -176,4 +181,14 @@ def batch_norm_layers(model: keras.Model) -> list:
     ```
     """
     kinds = (BatchNorm, keras.layers.BatchNormalization)
-    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, kinds)]
+    found = []
+
+    def walk(layers):
+        for layer in layers:
+            if isinstance(layer, kinds):
+                found.append(layer)
+            if isinstance(layer, keras.Model):
+                walk(layer.layers)
+
+    walk(model.layers)
+    return found

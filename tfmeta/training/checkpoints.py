@@ -2,7 +2,8 @@
 
 Layout of a workdir::
 
-    <workdir>/config.json          the resolved MetaTrainConfig
+    <workdir>/config.json          the resolved MetaTrainConfig, and under "data" the
+                                   data spec (input shape, preprocessing) of the run
     <workdir>/checkpoints/         tf.train.CheckpointManager (ckpt-<step>.*, `checkpoint`)
     <workdir>/tensorboard/         tf.summary scalars
 
@@ -24,6 +25,7 @@ import tensorflow as tf
 from tfmeta.training.config import MetaTrainConfig
 
 CONFIG_FILE = "config.json"
+DATA_KEY = "data"  # config.json's entry for the data spec (not a config field)
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -53,16 +55,31 @@ def write_json_atomic(path, value) -> None:
         raise
 
 
+def _read_config_file(workdir) -> dict:
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"No {CONFIG_FILE} in the workdir (not a tfmeta run?). Received: workdir={str(workdir)!r}")
+    return json.loads(path.read_text())
+
+
 def load_config(workdir) -> MetaTrainConfig:
-    """Reads `<workdir>/config.json`.
+    """Reads the `MetaTrainConfig` of `<workdir>/config.json`.
 
     Raises:
         FileNotFoundError: if the workdir holds no `config.json`.
     """
-    path = pathlib.Path(workdir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"No {CONFIG_FILE} in the workdir (not a tfmeta run?). Received: workdir={workdir!r}")
-    return MetaTrainConfig.from_dict(json.loads(path.read_text()))
+    values = _read_config_file(workdir)
+    values.pop(DATA_KEY, None)
+    return MetaTrainConfig.from_dict(values)
+
+
+def load_data_spec(workdir) -> dict | None:
+    """The data spec recorded in `<workdir>/config.json` (None for runs from before it was recorded).
+
+    Raises:
+        FileNotFoundError: if the workdir holds no `config.json`.
+    """
+    return _read_config_file(workdir).get(DATA_KEY)
 
 
 def latest_checkpoint(workdir):
@@ -70,8 +87,9 @@ def latest_checkpoint(workdir):
     return tf.train.latest_checkpoint(str(pathlib.Path(workdir) / CHECKPOINT_DIR))
 
 
-def prepare_workdir(config: MetaTrainConfig) -> None:
-    """Checks that `config` may use its workdir, then writes `config.json`.
+def prepare_workdir(config: MetaTrainConfig, data_spec: dict | None = None) -> None:
+    """Checks that `config` may use its workdir, then writes `config.json`
+    (the config's fields, and `data_spec` under `"data"`).
 
     * A fresh (or empty) workdir: writes `config.json`.
     * A workdir with checkpoints and `config.resume=False`: error (never
@@ -100,4 +118,7 @@ def prepare_workdir(config: MetaTrainConfig) -> None:
             f"The workdir {str(workdir)!r} already holds checkpoints and resume is off; refusing to overwrite "
             f"them. Pass --resume to continue that run or choose another --workdir. Received: resume=False"
         )
-    write_json_atomic(existing, config.to_dict())
+    values = config.to_dict()
+    if data_spec is not None:
+        values[DATA_KEY] = data_spec
+    write_json_atomic(existing, values)

@@ -5,8 +5,9 @@ import json
 import math
 import re
 
+from tfmeta.learners import registry
+
 DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
-VARIANTS = ("maml", "fomaml", "anil", "metasgd", "maml++", "reptile")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 
@@ -127,8 +128,10 @@ class MetaTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"`variant` must be one of {', '.join(VARIANTS)}. Received: variant={self.variant!r}")
+        if self.variant not in registry.names():
+            raise ValueError(
+                f"`variant` must be one of {', '.join(registry.names())}. Received: variant={self.variant!r}"
+            )
         if self.multi_step_loss and self.variant == "reptile":
             raise ValueError(
                 "`multi_step_loss` applies to the MAML family; Reptile has no meta-loss. "

@@ -1,104 +1,89 @@
-"""`MetaTrainer`: the meta-training loop (compiled step, checkpoints, summaries)."""
+"""`MetaTrainer`: the meta-training loop (compiled step, checkpoints, summaries, progress)."""
 
-import inspect
 import pathlib
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmeta import evaluation
 from tfmeta.data.episode import Episode
+from tfmeta.evaluation import Evaluator
+from tfmeta.learners.base import Learner
 from tfmeta.training import checkpoints, distribute, summaries
 from tfmeta.training.config import MetaTrainConfig
+from tfmeta.training.loss_scale import DynamicLossScale
+
+# What one compiled step did (the first value `train_step` returns).
+APPLIED, SKIPPED, NON_FINITE = 0, 1, 2
 
 
 class NonFiniteLossError(RuntimeError):
     """The meta-loss or a meta-gradient became NaN or infinite."""
 
 
-def _state_variables(algorithm) -> list:
-    """Variables that `meta_gradients`' averaged state is assigned to.
-
-    `algorithm.state_variables` where the algorithm defines it (MAML++ keeps
-    per-step BatchNorm statistics there), else the model's non-trainable ones.
-    """
-    state = getattr(algorithm, "state_variables", None)
-    return list(algorithm.model.non_trainable_variables if state is None else state)
-
-
-def _algorithm_variables(algorithm, state_variables) -> list:
-    """The algorithm's own variables to checkpoint besides the model's.
-
-    Extra meta-variables (learned inner learning rates), state variables that
-    are not the model's, and a `meta_step` counter if any (MAML++ anneals
-    its multi-step loss with it), so that a resumed run continues exactly.
-    """
-    model_ids = {id(v) for v in algorithm.model.variables}
-    candidates = list(algorithm.extra_variables) + list(state_variables)
-    if getattr(algorithm, "meta_step", None) is not None:
-        candidates.append(algorithm.meta_step)
-    result, seen = [], set(model_ids)
-    for variable in candidates:
-        if id(variable) not in seen:
-            seen.add(id(variable))
-            result.append(variable)
-    return result
-
-
 class MetaTrainer:
-    """Meta-trains an `Algorithm` on a stream of meta-batches.
+    """Meta-trains a `Learner` on a stream of meta-batches.
 
     Per step (one `tf.function`, traced once for same-shaped meta-batches):
 
     1. In replica context (`strategy.run`), each replica computes
-       `grads, metrics, state = algorithm.meta_gradients(batch)` on its own
-       `meta_batch_size / num_replicas` distinct tasks (means over them).
-    2. The loop averages grads, metrics and the non-trainable state (BatchNorm
+       `learner.meta_gradients(batch, step=optimizer.iterations, loss_scale=...)`
+       on its own `meta_batch_size / num_replicas` distinct tasks. The step the
+       learner sees is the number of meta-updates applied so far (the
+       optimizer's counter), which its schedules (MAML++'s multi-step loss,
+       derivative-order annealing) read: one counter, owned by the loop.
+    2. The loop averages gradients, metrics and the learner's state (BatchNorm
        moving statistics) across replicas (`strategy.reduce(MEAN)`, an
-       all-reduce across workers too): the mean over the global meta-batch,
-       as on one device. The learning rate is not scaled with the replicas.
-    3. In cross-replica context, if the loss and every gradient are finite,
-       the optimizer applies the averaged gradients once to
-       `algorithm.meta_variables` (each replica's copy gets the same update)
-       and the averaged state is assigned to `state_variables` (MirroredStrategy
-       would not synchronise them: they are non-trainable with no aggregation,
-       and each replica's batch statistics differ). Otherwise nothing is
-       applied and `train()` raises `NonFiniteLossError` without saving. With
-       `mixed_float16` the optimizer is a `keras.optimizers.LossScaleOptimizer`:
-       non-finite gradients then skip the step and lower the loss scale.
+       all-reduce across workers too): the mean over the global meta-batch, as
+       on one device. Under `mixed_float16` the loss was multiplied by a
+       dynamic loss scale (`DynamicLossScale`) and the reduced gradients are
+       divided by it here.
+    3. In cross-replica context: if the loss and every gradient are finite, the
+       optimizer applies the gradients once to `learner.meta_variables` and the
+       state is assigned to `learner.state_variables`. A non-finite loss (or,
+       without loss scaling, a non-finite gradient) applies nothing and
+       `train()` raises `NonFiniteLossError` without saving. Under loss scaling
+       non-finite gradients skip the update (the learner's step does not move)
+       and halve the scale.
 
-    The learner, the algorithm and the optimizer are built by the given
-    factories inside `strategy.scope()` (the learner under
-    `config.mixed_precision`'s dtype policy). A checkpoint (model variables,
-    the algorithm's extra variables, the optimizer's variables and the step
-    counter; also MAML's per-step statistics and `meta_step`) is saved every
-    `config.eval_every` steps and at the end; the task streams are pure
-    functions of `(seed, step)`, so resuming rebuilds the training stream at
-    `start_step=step` and continues exactly. Under `MultiWorkerMirroredStrategy`
-    every worker saves (saving is collective) but only the chief writes into
-    `workdir` (checkpoints, `config.json`, TensorBoard, validation); the other
+    `step` counts the meta-batches consumed (the position in the task stream,
+    and the checkpoint number). A checkpoint (the learner's variables, the
+    optimizer's, `step`, the loss scale) is saved every `config.eval_every`
+    steps and at the end; the task streams are pure functions of
+    `(seed, step)`, so resuming rebuilds the stream at `start_step=step` and
+    continues exactly. Under `MultiWorkerMirroredStrategy` every worker saves
+    (saving is collective) but only the chief writes into `workdir`; the other
     workers write into a temporary directory deleted at the end of `train()`,
     and all restore from the chief's `workdir` (a shared file system).
 
     Args:
         config: a `MetaTrainConfig` (its workdir, seed, num_iterations,
-            eval_every, eval_episodes, eval_inner_steps, resume are used here).
-        build_algorithm: `() -> Algorithm`, called inside `strategy.scope()`
-            after seeding Keras with `config.seed`.
+            eval_every, eval_episodes, resume, mixed_precision are used here).
+        build_learner: `() -> Learner`, called inside `strategy.scope()` after
+            seeding Keras with `config.seed`, under the config's dtype policy.
         train_dataset: `(start_step, input_context) -> tf.data.Dataset` of
             batched `Episode`s; element `i` must be step `start_step + i`.
         eval_dataset: optional `() -> tf.data.Dataset` of validation tasks,
-            evaluated every `eval_every` steps (monitoring only: nothing is
-            selected on it).
-        build_optimizer: optional `() -> keras.optimizers.Optimizer`
-            (default: Adam with `config.meta_lr`).
+            evaluated every `eval_every` steps.
+        build_optimizer: optional `() -> keras.optimizers.Optimizer` (default:
+            Adam with `config.meta_lr`); a plain optimizer (the loop scales
+            the loss itself).
         strategy: a `tf.distribute.Strategy` (default: the current one);
             `config.meta_batch_size` must be divisible by its replica count.
-        verbose: print progress (a Progbar on a TTY, plain lines otherwise).
+        verbose: print progress (a line at least every `progress_seconds`, and
+            one per evaluation).
         log_every: steps between TensorBoard training scalars.
+        data_spec: what the learner's inputs are (`input_shape`,
+            `preprocessing`, ...), written into `config.json` so that the run
+            can be restored without reading its data (`tfmeta.workdir`).
+        progress_seconds: seconds between progress lines.
+
+    Raises:
+        TypeError: if `config` is not a `MetaTrainConfig` or the built learner
+            is not a `Learner`.
+        ValueError: if `config.meta_batch_size` does not divide among the
+            strategy's replicas, or the optimizer scales losses itself.
 
     Example:
 
@@ -107,22 +92,20 @@ class MetaTrainer:
                           lambda start, ctx: sinusoid_tasks(5, 10, 25, start_step=start))
     history = trainer.train()
     ```
-
-    Raises:
-        ValueError: if `config.meta_batch_size` does not divide among the
-            strategy's replicas.
     """
 
     def __init__(
         self,
         config: MetaTrainConfig,
-        build_algorithm,
+        build_learner,
         train_dataset,
         eval_dataset=None,
         build_optimizer=None,
         strategy=None,
         verbose: bool = True,
         log_every: int | None = None,
+        data_spec: dict | None = None,
+        progress_seconds: float = 10.0,
     ):
         if not isinstance(config, MetaTrainConfig):
             raise TypeError(f"`config` must be a MetaTrainConfig. Received: config={type(config).__name__}")
@@ -137,94 +120,108 @@ class MetaTrainer:
         self.eval_dataset_fn = eval_dataset
         self.verbose = verbose
         self.log_every = log_every or max(1, self.config.eval_every // 20)
+        self.data_spec = data_spec
+        self.progress_seconds = progress_seconds
         self.trace_count = 0
 
         with self.strategy.scope():
             keras.utils.set_random_seed(self.config.seed)
             with distribute.mixed_precision_scope(self.config.mixed_precision):
-                self.algorithm = build_algorithm()
-            self.model = self.algorithm.model
+                self.learner = build_learner()
+            if not isinstance(self.learner, Learner):
+                raise TypeError(f"`build_learner` must return a tfmeta Learner. Received: {type(self.learner).__name__}")
+            self.model = self.learner.model
             self.optimizer = (
                 build_optimizer() if build_optimizer else keras.optimizers.Adam(learning_rate=self.config.meta_lr)
             )
-            if self.config.mixed_precision == "mixed_float16" and not isinstance(
-                self.optimizer, keras.optimizers.LossScaleOptimizer
-            ):
-                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
-            self.optimizer.build(self.algorithm.meta_variables)
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                raise ValueError(
+                    "The loop scales the loss itself under mixed_precision='mixed_float16': pass a plain optimizer. "
+                    f"Received: {type(self.optimizer).__name__}"
+                )
+            self.optimizer.build(self.learner.meta_variables)
+            self.loss_scale = DynamicLossScale() if self.config.mixed_precision == "mixed_float16" else None
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.state_variables = _state_variables(self.algorithm)
-        self.checkpoint = tf.train.Checkpoint(
+        model_ids = {id(v) for v in self.model.variables}
+        parts = dict(
             model=self.model,
-            algorithm_variables=_algorithm_variables(self.algorithm, self.state_variables),
+            # The learner's variables besides its network's, by position (the name is kept for old checkpoints).
+            algorithm_variables=[v for v in self.learner.variables if id(v) not in model_ids],
             optimizer=self.optimizer,
             step=self.step,
         )
+        if self.loss_scale is not None:
+            parts["loss_scale"] = self.loss_scale
+        self.checkpoint = tf.train.Checkpoint(**parts)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             directory=str(self.write_dir / checkpoints.CHECKPOINT_DIR),
             max_to_keep=3,
             step_counter=self.step,
         )
-        self._train_step = tf.function(self._step, autograph=False)
+        self.evaluator = Evaluator(self.learner)
+        self.compute_gradients = tf.function(self._gradients, autograph=False)
+        self.train_step = tf.function(self._step, autograph=False)
+
+    @property
+    def algorithm(self) -> Learner:
+        """The learner (the name before `tfmeta.learners`)."""
+        return self.learner
 
     # ---------------------------------------------------------------- the step
 
-    @property
-    def loss_scaled(self) -> bool:
-        """Whether the optimizer scales the loss (`mixed_float16`)."""
-        return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+    def _replica_gradients(self, batch):
+        scale = None if self.loss_scale is None else self.loss_scale.scale
+        return self.learner.meta_gradients(batch, step=self.optimizer.iterations, loss_scale=scale)
 
-    def _replica_step(self, batch):
-        """Replica context: mean meta-gradients over this replica's tasks.
+    def _gradients(self, batch):
+        """The meta-gradients of one global meta-batch: mean over replicas, unscaled.
 
-        With a loss-scaling optimizer the gradients are those of the loss
-        times the current scale (the optimizer divides them back): through
-        `meta_gradients(..., loss_scale=)` when the algorithm accepts it,
-        else scaled afterwards (no protection from float16 underflow then).
+        Returns:
+            `(grads, metrics, state)`: gradients aligned with
+            `learner.meta_variables`, metrics and state averaged over the
+            global meta-batch. Compiled as `compute_gradients(batch)` (nothing
+            is applied), and the first half of `train_step`.
         """
-        algorithm = self.algorithm
-        if not self.loss_scaled:
-            return algorithm.meta_gradients(batch)
-        scale = tf.convert_to_tensor(self.optimizer.dynamic_scale)
-        if "loss_scale" in inspect.signature(algorithm.meta_gradients).parameters:
-            return algorithm.meta_gradients(batch, loss_scale=scale)
-        grads, metrics, state = algorithm.meta_gradients(batch)
-        return [g * tf.cast(scale, g.dtype) for g in grads], metrics, state
-
-    def _step(self, batch):
-        self.trace_count += 1  # Python side effect: counts traces, not calls.
-        algorithm, strategy = self.algorithm, self.strategy
-        # (1) Per replica, on its share of the tasks.
-        grads, metrics, state = strategy.run(self._replica_step, args=(batch,))
-        # (2) Mean over replicas (= mean over the global meta-batch: equal shares).
+        strategy = self.strategy
+        grads, metrics, state = strategy.run(self._replica_gradients, args=(batch,))
+        # Mean over replicas (= mean over the global meta-batch: equal shares).
         mean = lambda x: strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None)
         grads = [mean(g) for g in grads]
+        if self.loss_scale is not None:
+            grads = self.loss_scale.unscale(grads)
         metrics = {name: mean(value) for name, value in metrics.items()}
         # Non-float state (seed-generator counters) is taken from the first local replica.
         first = lambda x: strategy.experimental_local_results(x)[0]
         state = [mean(s) if first(s).dtype.is_floating else first(s) for s in state]
-        checks = [tf.reduce_all(tf.math.is_finite(metrics["loss"]))]
-        if not self.loss_scaled:  # The loss scaler handles non-finite gradients itself.
-            checks += [tf.reduce_all(tf.math.is_finite(g)) for g in grads]
-        finite = tf.reduce_all(tf.stack(checks))
+        return grads, metrics, state
 
-        # (3) Cross-replica context: one update of every replica's copy.
+    def _step(self, batch):
+        self.trace_count += 1  # Python side effect: counts traces, not calls.
+        grads, metrics, state = self._gradients(batch)
+        finite_loss = tf.reduce_all(tf.math.is_finite(metrics["loss"]))
+        finite_grads = DynamicLossScale.all_finite(grads)
+
+        # Cross-replica context: one update of every replica's copy.
         def apply():
-            if self.loss_scaled and tf.distribute.in_cross_replica_context():
-                # LossScaleOptimizer.apply() insists on a replica context; its
-                # strategy-agnostic path (unscale, skip if non-finite, adjust
-                # the scale) works on the already averaged gradients.
-                self.optimizer._common_apply(grads, algorithm.meta_variables)
-            else:
-                self.optimizer.apply(grads, algorithm.meta_variables)
-            for variable, value in zip(self.state_variables, state):
+            self.optimizer.apply(grads, self.learner.meta_variables)
+            for variable, value in zip(self.learner.state_variables, state):
                 variable.assign(tf.cast(value, variable.dtype))
-            self.step.assign_add(1)
-            return tf.constant(True)
+            return tf.constant(APPLIED)
 
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
-        return applied, metrics
+        if self.loss_scale is None:
+            status = tf.cond(tf.logical_and(finite_loss, finite_grads), apply, lambda: tf.constant(NON_FINITE))
+        else:  # Overflowing gradients skip the update and lower the scale.
+            status = tf.cond(
+                finite_loss,
+                lambda: tf.cond(finite_grads, apply, lambda: tf.constant(SKIPPED)),
+                lambda: tf.constant(NON_FINITE),
+            )
+            with tf.control_dependencies([status]):
+                self.loss_scale.update(finite_grads)
+        with tf.control_dependencies([status]):
+            self.step.assign_add(tf.cast(tf.not_equal(status, NON_FINITE), tf.int64))
+        return tf.identity(status), metrics
 
     # ------------------------------------------------------------ checkpoints
 
@@ -245,33 +242,24 @@ class MetaTrainer:
 
     # --------------------------------------------------------------- training
 
-    def inner_learning_rates(self) -> dict:
-        """Scalars describing the inner learning rates (if the algorithm has any)."""
-        get = getattr(self.algorithm, "inner_learning_rates", None)
-        if get is None:
-            return {}
-        rates = get()
-        if isinstance(rates, dict):
-            items = rates.items()
-        elif isinstance(rates, (list, tuple)):
-            items = ((str(i), r) for i, r in enumerate(rates))
-        else:
-            items = (("all", rates),)
-        return {f"inner_lr/{name}": float(tf.reduce_mean(tf.convert_to_tensor(r))) for name, r in items}
-
     def validate(self) -> dict:
-        """Validation metrics before (0 inner steps) and after adaptation
-        (on the chief only: other workers return `{}`)."""
+        """Validation metrics (on the chief only: other workers return `{}`).
+
+        Learners that adapt in steps report `val/<metric>_before` (0 steps) and
+        `val/<metric>_after` (`config.eval_inner_steps`); the others `val/<metric>`.
+        """
         if self.eval_dataset_fn is None or not self.is_chief:
             return {}
+        if self.learner.eval_steps is None:
+            settings = (("", None),)
+        else:
+            settings = (("_before", 0), ("_after", self.config.eval_inner_steps))
         results = {}
-        for label, steps in (("before", 0), ("after", self.config.eval_inner_steps)):
-            values = evaluation.evaluate(
-                self.algorithm, self.eval_dataset_fn(), num_episodes=self.config.eval_episodes, steps=steps
-            )
+        for suffix, steps in settings:
+            values = self.evaluator.evaluate(self.eval_dataset_fn(), self.config.eval_episodes, steps=steps)
             for name, value in values.items():
-                if name != evaluation.NUM_EPISODES_KEY:
-                    results[f"val/{name}_{label}"] = value[0]
+                if name != Evaluator.NUM_EPISODES_KEY:
+                    results[f"val/{name}{suffix}"] = value[0]
         return results
 
     def train(self, until_step: int | None = None) -> list:
@@ -284,7 +272,7 @@ class MetaTrainer:
         Returns:
             The history: one dict of scalars per evaluation (`step`, training
             `loss` and metrics averaged since the previous evaluation,
-            validation metrics before/after adaptation, inner learning rates).
+            validation metrics, the learner's scalars, `seconds`).
 
         Raises:
             NonFiniteLossError: when the meta-loss or a gradient is not finite
@@ -292,9 +280,8 @@ class MetaTrainer:
             WorkdirConfigMismatchError, FileExistsError: see
                 `checkpoints.prepare_workdir`.
         """
-        config = self.config
         if self.is_chief:
-            checkpoints.prepare_workdir(config)
+            checkpoints.prepare_workdir(self.config, self.data_spec)
         else:
             self.write_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -317,7 +304,7 @@ class MetaTrainer:
         )
         iterator = iter(dataset)
         writer = tf.summary.create_file_writer(str(self.write_dir / checkpoints.TENSORBOARD_DIR))
-        progbar = self._progbar()
+        progress = _Progress(config.num_iterations, start, self.progress_seconds)
         window, started = {}, time.perf_counter()
         end = config.num_iterations if until_step is None else min(until_step, config.num_iterations)
         for step in range(start, end):
@@ -328,31 +315,26 @@ class MetaTrainer:
                     f"The training task stream ended at step {step} (it must be infinite). "
                     f"Received: num_iterations={config.num_iterations}"
                 ) from None
-            applied, metrics = self._train_step(Episode(*batch))
+            status, metrics = self.train_step(Episode(*batch))
             metrics = {name: float(value) for name, value in metrics.items()}
-            if not bool(applied):
-                last = checkpoints.latest_checkpoint(self.workdir)
-                kept = f"kept the last good checkpoint at {last}" if last else "no checkpoint had been saved yet"
-                bad = "nan" if np.isnan(metrics["loss"]) else ("inf" if not np.isfinite(metrics["loss"]) else "finite")
-                what = f"meta-loss became {bad}" if bad != "finite" else "a meta-gradient became nan or inf"
-                raise NonFiniteLossError(
-                    f"{what} at step {step}; {kept}. Check the data, or lower --meta_lr or --inner_lr in a new "
-                    f"--workdir (a workdir's settings are fixed). Received: workdir={str(self.workdir)!r}"
-                )
+            if int(status) == NON_FINITE:
+                raise self._non_finite_error(step, metrics)
             done = step + 1
             for name, value in metrics.items():
                 window.setdefault(name, []).append(value)
-            if progbar is not None:
-                progbar.update(done, [(k, v) for k, v in metrics.items()])
+            if self.verbose and self.is_chief:
+                line = progress.update(done, metrics)
+                if line:
+                    print(line, flush=True)
             if done % self.log_every == 0:
                 scalars = {f"train/{name}": value for name, value in metrics.items()}
-                scalars.update(self.inner_learning_rates())
+                scalars.update(self.learner.scalars())
                 summaries.write_scalars(writer, scalars, done)
             if done % config.eval_every == 0 or done == end:
                 record = {"step": done}
                 record.update({name: float(np.mean(values)) for name, values in window.items()})
                 record.update(self.validate())
-                record.update(self.inner_learning_rates())
+                record.update(self.learner.scalars())
                 summaries.write_scalars(writer, {k: v for k, v in record.items() if k.startswith("val/")}, done)
                 path = self.save()
                 record["seconds"] = time.perf_counter() - started
@@ -363,21 +345,56 @@ class MetaTrainer:
                     + " | ".join(f"{k} {v:.4f}" for k, v in record.items() if _printed(k))
                     + f" | {record['seconds']:.1f}s | saved {path}"
                 )
+                progress.reset_window(done)
         writer.flush()
         return history
 
     # ---------------------------------------------------------------- helpers
 
-    def _progbar(self):
-        if not self.verbose or not self.is_chief or not sys.stdout.isatty():
-            return None  # Plain lines at every evaluation instead.
-        return keras.utils.Progbar(self.config.num_iterations, stateful_metrics=None)
+    def _non_finite_error(self, step: int, metrics: dict) -> NonFiniteLossError:
+        last = checkpoints.latest_checkpoint(self.workdir)
+        kept = f"kept the last good checkpoint at {last}" if last else "no checkpoint had been saved yet"
+        loss = metrics["loss"]
+        what = (f"meta-loss became {'nan' if np.isnan(loss) else 'inf'}" if not np.isfinite(loss)
+                else "a meta-gradient became nan or inf")
+        return NonFiniteLossError(
+            f"{what} at step {step}; {kept}. Check the data, or lower --meta_lr or --inner_lr in a new "
+            f"--workdir (a workdir's settings are fixed). Received: workdir={str(self.workdir)!r}"
+        )
 
     def _print(self, line: str) -> None:
         if self.verbose and self.is_chief:
-            if sys.stdout.isatty():
-                sys.stdout.write("\n")
             print(line, flush=True)
+
+
+class _Progress:
+    """A progress line at most every `seconds`: steps/s, the latest metrics, ETA."""
+
+    def __init__(self, total: int, start: int, seconds: float):
+        self.total, self.seconds = total, seconds
+        self.reset_window(start)
+
+    def reset_window(self, step: int) -> None:
+        self.window_start, self.window_time = step, time.perf_counter()
+
+    def update(self, step: int, metrics: dict) -> str | None:
+        now = time.perf_counter()
+        elapsed = now - self.window_time
+        if elapsed < self.seconds:
+            return None
+        rate = (step - self.window_start) / elapsed
+        self.reset_window(step)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        return f"step {step}/{self.total} | {rate:.2f} steps/s | {shown} | ETA {_duration(eta)}"
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _printed(name: str) -> bool:

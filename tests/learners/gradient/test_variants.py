@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta import algorithms
-from tfmeta.algorithms import ANIL, MAML, MetaSGD, Reptile, build, cosine_annealing
+from tfmeta import learners
+from tfmeta.learners import ANIL, MAML, MetaSGD, Reptile, build, cosine_annealing, multi_step_loss_weights
 from tfmeta.data.episode import Episode
 from tfmeta.models import conv4, mlp
 
@@ -81,27 +81,30 @@ def test_anil_with_user_subset():
 
 
 def test_multi_step_loss_weights_anneal_as_in_maml_plus_plus():
-    algo = MAML(mlp(hidden=(4,)), task="regression", inner_steps=5, multi_step_loss=True, msl_anneal_steps=100)
-    np.testing.assert_allclose(algo.multi_step_loss_weights().numpy(), [0.2] * 5, rtol=1e-6)
-    algo.meta_step.assign(50)
-    np.testing.assert_allclose(algo.multi_step_loss_weights().numpy(), [0.1] * 4 + [0.6], rtol=1e-6)
-    algo.meta_step.assign(1000)
-    w = algo.multi_step_loss_weights().numpy()
-    np.testing.assert_allclose(w, [0.006] * 4 + [1 - 4 * 0.006], rtol=1e-5)
-    assert w.sum() == pytest.approx(1.0)
+    weights = lambda step: multi_step_loss_weights(step, steps=5, anneal_steps=100).numpy()
+    np.testing.assert_allclose(weights(0), [0.2] * 5, rtol=1e-6)
+    np.testing.assert_allclose(weights(50), [0.1] * 4 + [0.6], rtol=1e-6)
+    np.testing.assert_allclose(weights(1000), [0.006] * 4 + [1 - 4 * 0.006], rtol=1e-5)
+    assert weights(1000).sum() == pytest.approx(1.0)
+    assert multi_step_loss_weights(tf.constant(50, tf.int64), 5, 100, tf.float64).dtype == tf.float64
 
 
-def test_multi_step_loss_changes_loss_and_counts_meta_steps():
+def test_multi_step_loss_follows_the_step_it_is_given():
+    """The weights come from the `step` argument (the loop's counter): no state in the learner."""
     model = mlp(hidden=(8,), dtype="float64", seed=0)
     batch = _sinusoid_batch()
     plain = MAML(model, task="regression", inner_steps=3, inner_lr=0.01)
-    msl = MAML(model, task="regression", inner_steps=3, inner_lr=0.01, multi_step_loss=True)
+    msl = MAML(model, task="regression", inner_steps=3, inner_lr=0.01, multi_step_loss=True, msl_anneal_steps=100)
     _, m_plain, _ = plain.meta_gradients(batch)
-    _, m_msl, _ = msl.meta_gradients(batch)
+    _, m_msl, _ = msl.meta_gradients(batch, step=0)
     assert float(m_msl["loss"]) > float(m_plain["loss"])  # earlier steps have higher query loss
-    assert int(msl.meta_step.numpy()) == 1
-    msl.meta_gradients(batch, training=False)
-    assert int(msl.meta_step.numpy()) == 1
+    # Fully annealed, the loss is almost the final step's: 0.01 * two earlier losses + 0.98 * the last.
+    _, m_late, _ = msl.meta_gradients(batch, step=10**6)
+    assert float(m_plain["loss"]) < float(m_late["loss"]) < float(m_msl["loss"])
+    _, m_again, _ = msl.meta_gradients(batch, step=0)  # a pure function of its arguments
+    assert float(m_again["loss"]) == float(m_msl["loss"])
+    with pytest.raises(ValueError, match="Received: step=None"):
+        msl.meta_gradients(batch)
 
 
 def test_per_step_batchnorm_statistics():
@@ -125,19 +128,19 @@ def test_build_factory_and_json_config():
         algo = build(variant, model, task="regression", inner_steps=2, inner_lr=0.05)
         assert type(algo) is cls
         config = json.loads(json.dumps(algo.config()))
-        assert config["variant"] == variant
+        assert config["learner"] == variant == algo.name
         assert config["inner_steps"] == 2 and config["inner_lr"] == 0.05
-        json.dumps({k: v.tolist() for k, v in algo.inner_learning_rates().items()})
+        json.dumps(algo.card())
     assert build("fomaml", model).first_order
-    plus = build("maml++", model, inner_steps=2)
-    assert plus.learn_inner_lr and plus.multi_step_loss and plus.per_step_bn_stats
-    assert not plus.per_step_bn_weights  # the MLP has no BatchNorm
-    assert build("maml++", conv4(ways=3, input_shape=(16, 16, 1), filters=2)).per_step_bn_weights
-    with pytest.raises(ValueError, match="variant='mamll'"):
+    plus = build("maml++", model, inner_steps=2).config()
+    assert plus["learned_inner_lr"] == "per_layer_per_step" and plus["multi_step_loss"] and plus["per_step_bn_stats"]
+    assert not plus["per_step_bn_weights"]  # the MLP has no BatchNorm
+    assert build("maml++", conv4(ways=3, input_shape=(16, 16, 1), filters=2)).config()["per_step_bn_weights"]
+    with pytest.raises(ValueError, match="Received: 'mamll'"):
         build("mamll", model)
     with pytest.raises(ValueError, match="first_order=False"):
         build("fomaml", model, first_order=False)
-    assert set(algorithms.VARIANTS) == {"maml", "fomaml", "anil", "metasgd", "maml++", "reptile"}
+    assert set(learners.names("gradient")) == {"maml", "fomaml", "anil", "metasgd", "maml++", "reptile"}
 
 
 def test_meta_gradients_do_not_retrace_across_same_shaped_batches():
@@ -185,7 +188,7 @@ def test_per_step_statistics_with_more_eval_steps_than_training_steps():
     algo = MAML(model, inner_steps=2, eval_inner_steps=4, inner_lr=0.5, per_step_bn_stats=True,
                 multi_step_loss=True, learn_inner_lr=True)
     batch = _image_batch()
-    loss, metrics, state = algo.task_loss(batch.task(0), training=False)
+    loss, metrics, state = algo.task_loss(batch.task(0), step=0, training=False)
     assert np.isfinite(float(loss)) and [s.shape for s in state] == [v.shape for v in algo.state_variables]
     fast = algo.adapt(*batch.task(0)[:2], training=False)
     # the query runs with the last step's copy of the statistics
@@ -238,13 +241,12 @@ def test_derivative_order_annealing_switches_to_second_order():
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(first, second)) > 1e-4
 
     annealed = MAML(model, task="regression", inner_steps=2, inner_lr=0.05, first_order_steps=2)
-    assert annealed.variant == "maml++" and annealed.config()["first_order_steps"] == 2
-    step = tf.function(lambda episodes: annealed.meta_gradients(episodes)[0])
+    assert annealed.name == "maml++" and annealed.config()["first_order_steps"] == 2
+    gradients = tf.function(lambda episodes, step: annealed.meta_gradients(episodes, step=step)[0])
     for meta_step, expected in enumerate([first, first, second, second]):
-        assert int(annealed.meta_step.numpy()) == meta_step
-        grads = step(batch)
+        grads = gradients(batch, tf.constant(meta_step, tf.int64))
         for g, e in zip(grads, expected):
             np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-10, atol=1e-12)
-    assert step.experimental_get_tracing_count() == 1  # one trace holds both orders
-    annealed.meta_gradients(batch, training=False)  # evaluation does not count meta-updates
-    assert int(annealed.meta_step.numpy()) == 4
+    assert gradients.experimental_get_tracing_count() == 1  # one trace holds both orders
+    with pytest.raises(ValueError, match="Received: step=None"):
+        annealed.meta_gradients(batch)

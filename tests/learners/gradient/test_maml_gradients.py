@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tfmeta
-from tfmeta.algorithms import MAML
+from tfmeta.learners import ANIL, MAML, MetaSGD
 from tfmeta.data.episode import Episode
 from tfmeta.models import BatchNorm, conv4, mlp
 
@@ -43,19 +43,18 @@ def _tiny_conv(norm_layer, ways=3, size=16, filters=2):
     return keras.Sequential(layers)
 
 
-def _fd_relative_errors(algo, episode, directions=3, h=1e-6, seed=0):
-    """Relative errors of directional derivatives: tape (meta_gradients) vs central FD."""
+def _fd_relative_errors(algo, episode, directions=3, h=1e-6, seed=0, step=0):
+    """Relative errors of directional derivatives: tape (meta_gradients) vs central FD of task_loss,
+    at the loop's meta-update `step` (the multi-step loss weights depend on it)."""
     variables = algo.meta_variables
-    meta_step = int(algo.meta_step.numpy())
-    grads, _, _ = algo.meta_gradients(Episode(*(t[None] for t in episode)))
-    algo.meta_step.assign(meta_step)  # task_loss below sees the same multi-step loss weights
+    grads, _, _ = algo.meta_gradients(Episode(*(t[None] for t in episode)), step=step)
     rng = np.random.default_rng(seed)
     base = [v.numpy() for v in variables]
 
     def loss_at(offset):
         for v, b, d in zip(variables, base, offset):
             v.assign(b + d)
-        return float(algo.task_loss(episode)[0])
+        return float(algo.task_loss(episode, step=step).loss)
 
     errors = []
     try:
@@ -93,13 +92,32 @@ def test_builtin_conv4_matches_finite_differences():
 
 def test_maml_plus_plus_matches_finite_differences():
     """LSLR, multi-step loss, per-step BatchNorm statistics and weights, all at once."""
-    algo = tfmeta.algorithms.build("maml++", _tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
-    assert algo.per_step_bn_weights and algo.per_step_bn_stats and algo.learn_inner_lr and algo.multi_step_loss
-    algo.meta_step.assign(1000)  # multi-step loss weights half-way through their annealing
+    algo = tfmeta.learners.build("maml++", _tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
+    config = algo.config()
+    assert config["per_step_bn_weights"] and config["per_step_bn_stats"] and config["multi_step_loss"]
+    assert config["learned_inner_lr"] == "per_layer_per_step"
     for copy in algo.extra_variables:  # distinct values per step (+ 0.1: BatchNorm offsets start at zero)
         scale = np.linspace(0.8, 1.2, copy.shape[0]).reshape((-1,) + (1,) * (len(copy.shape) - 1))
         copy.assign((copy.numpy() + 0.1) * scale)
-    assert _fd_relative_errors(algo, _classification_episode(3)) < 1e-6
+    # step 1000 of msl_anneal_steps=5000: the multi-step loss weights are part-way through their annealing.
+    assert _fd_relative_errors(algo, _classification_episode(3), step=1000) < 1e-6
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_metasgd_matches_finite_differences(steps):
+    """The per-parameter learned rates are meta-variables too: their gradients are checked with the rest."""
+    algo = MetaSGD(mlp(hidden=(8, 8), dtype="float64", seed=4), task="regression", inner_steps=steps, inner_lr=0.05)
+    for alpha in algo.extra_variables:  # distinct rates per parameter (they start all equal)
+        alpha.assign(alpha.numpy() * np.random.default_rng(1).uniform(0.5, 1.5, alpha.shape))
+    assert len(algo.meta_variables) == 2 * len(algo.model.trainable_variables)
+    assert _fd_relative_errors(algo, _regression_episode(5)) < 1e-6
+
+
+def test_anil_matches_finite_differences():
+    """Only the head adapts; the body's meta-gradient flows through the adapted head (second order)."""
+    algo = ANIL(_tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
+    assert len(algo.adapted_variables) == 2  # the Dense head's kernel and bias
+    assert _fd_relative_errors(algo, _classification_episode(6)) < 1e-6
 
 
 def test_keras_batchnorm_second_order_is_wrong_ours_is_exact():

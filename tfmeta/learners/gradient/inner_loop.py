@@ -1,7 +1,8 @@
-"""The one inner loop of the MAML family: a pure function over fast weights.
+"""The one inner loop of the gradient family: a pure function over fast weights.
 
-Every gradient-based algorithm (MAML, first-order MAML, ANIL, Meta-SGD,
-MAML++, Reptile) adapts through `inner_loop`. It runs the learner with
+Every gradient-based learner (MAML, first-order MAML, ANIL, Meta-SGD,
+MAML++, Reptile) adapts through `inner_loop` (`adapt_network` runs it on a
+learner's network). It runs the learner with
 `keras.Model.stateless_call` on explicit weights, so the model's variables
 are never written, and it carries the non-trainable state (BatchNorm moving
 statistics) that each call returns.
@@ -130,3 +131,42 @@ def inner_loop(
         states.append(state)
         losses.append(loss)
     return InnerLoopResult(trainable, state, trajectory, states, losses)
+
+
+def adapt_network(
+    learner,
+    weights,
+    x,
+    y,
+    steps: int,
+    step_sizes: Callable,
+    training: bool = True,
+    first_order: bool = False,
+    values_for_step: Optional[Callable] = None,
+) -> InnerLoopResult:
+    """`inner_loop` on a learner's network and support loss.
+
+    Args:
+        learner: a `tfmeta.learners.Learner` (its `call_network` and
+            `loss_and_metrics` give the forward pass and the support loss).
+        weights: the starting `Weights` (trainable, non_trainable).
+        x, y: the support set.
+        steps, step_sizes, first_order, values_for_step: as in `inner_loop`.
+        training: passed to the network.
+
+    Returns:
+        An `InnerLoopResult`.
+
+    Example:
+
+    ```python
+    result = adapt_network(maml, maml.initial_weights(), support_x, support_y, steps=5,
+                           step_sizes=lambda s: [0.4] * len(maml.model.trainable_variables))
+    ```
+    """
+    from tfmeta.learners.base import Weights  # noqa: PLC0415 - base imports nothing from here
+
+    forward = lambda w, s, inputs: learner.call_network(Weights(w, s), inputs, training=training)
+    loss_fn = lambda outputs, labels: learner.loss_and_metrics(outputs, labels)[0]
+    return inner_loop(forward, loss_fn, weights.trainable, weights.non_trainable, x, y, steps, step_sizes,
+                      first_order=first_order, values_for_step=values_for_step)

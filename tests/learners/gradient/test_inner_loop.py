@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmeta.algorithms import MAML, inner_loop
+from tfmeta.learners import MAML, inner_loop
 from tfmeta.data.episode import Episode
 from tfmeta.models import conv4, mlp
 

@@ -1,0 +1,236 @@
+"""Few-shot ("adapt and predict") exports: the learner adapts inside the served graph.
+
+`serving_default` takes a support set and queries, runs `learner.adapt` and
+`learner.predict` in one request, and returns the outputs. Two more functions
+are saved with the module, for clients that adapt once and predict many times
+(`tfmeta.export.adapt_export`, `FewShotPredictor.adapt`):
+
+* `adapt_task(support, labels) -> {"task_state": [tensors]}`: the learner's task
+  state, flattened to a list;
+* `predict_task(task_state, query) -> outputs`.
+"""
+
+import pathlib
+
+import tensorflow as tf
+
+from tfmeta.export import checks
+from tfmeta.export.exporter import (
+    check_export_arguments,
+    classifier_outputs,
+    example_shape_of,
+    learner_card,
+    save_export,
+    tf_variables,
+)
+from tfmeta.learners.base import CLASSIFICATION, REGRESSION, Learner
+
+
+def _task_state_specs(adapt, dummy_a, dummy_b):
+    """The flat task state's `TensorSpec`s, with a dimension set to None where
+    two different support sets give it different sizes (any-ways learners);
+    and the state's structure."""
+    state_a, state_b = adapt(*dummy_a), adapt(*dummy_b)
+    flat_a, flat_b = tf.nest.flatten(state_a), tf.nest.flatten(state_b)
+    specs = []
+    for a, b in zip(flat_a, flat_b):
+        shape = [da if da == db else None for da, db in zip(a.shape.as_list(), b.shape.as_list())]
+        specs.append(tf.TensorSpec(shape, a.dtype))
+    return specs, state_a
+
+
+class FewShotModule(tf.Module):
+    """`serving_default`, `adapt_task` and `predict_task` of a learner.
+
+    Args:
+        learner: the learner.
+        example_shape: shape of one example.
+        steps: adaptation steps per request (learners that adapt in steps), or None.
+        training: passed to the network.
+        max_ways: classes a request may hold: the head size of a fixed-ways
+            classifier; the maximum for `any_ways` learners; 1 for regressors.
+    """
+
+    def __init__(self, learner: Learner, example_shape, steps, training: bool, max_ways: int):
+        super().__init__(name=f"few_shot_{learner.task}")
+        self.learner_variables = tf_variables(learner.variables)
+        classifier = learner.task == CLASSIFICATION
+        x_name, y_name, q_name = (
+            ("support_images", "support_labels", "query_images") if classifier else ("support_x", "support_y", "query_x")
+        )
+        y_spec = tf.TensorSpec([None], tf.int32, y_name) if classifier else tf.TensorSpec([None, 1], tf.float32, y_name)
+        specs = [tf.TensorSpec((None,) + example_shape, tf.float32, x_name), y_spec,
+                 tf.TensorSpec((None,) + example_shape, tf.float32, q_name)]
+        dtype = learner.model.compute_dtype
+
+        def validated(support_x, support_y, query_x):
+            guards = checks.check_batch(support_x, x_name, example_shape)
+            guards += checks.check_batch(query_x, q_name, example_shape)
+            if classifier:
+                guards += checks.check_rank(support_y, y_name, 1, "[batch]")
+                guards += checks.check_same_batch(support_x, x_name, support_y, y_name)
+                guards += checks.check_labels(support_y, y_name, max_ways, any_ways=learner.any_ways)
+            else:
+                guards += checks.check_rank(support_y, y_name, 2, "[batch, 1]")
+                guards += checks.check_batch(support_y, y_name, (1,))
+                guards += checks.check_same_batch(support_x, x_name, support_y, y_name)
+            support_x, support_y, query_x = checks.with_checks(guards, support_x, support_y, query_x)
+            return tf.cast(support_x, dtype), support_y, tf.cast(query_x, dtype)
+
+        adapt = lambda support_x, support_y: learner.adapt(support_x, support_y, steps=steps, training=training)
+
+        def outputs_of(predictions):
+            predictions = tf.cast(predictions, tf.float32)
+            return classifier_outputs(predictions) if classifier else {"predictions": predictions}
+
+        @tf.function(input_signature=specs)
+        def serve(support_x, support_y, query_x):
+            support_x, support_y, query_x = validated(support_x, support_y, query_x)
+            return outputs_of(learner.predict(adapt(support_x, support_y), query_x, training=training))
+
+        # Two different valid support sets give the task state's shapes (and which dims vary).
+        if classifier:
+            ways_a, ways_b = (max_ways, max_ways) if not learner.any_ways else (2, 3)
+            dummy = lambda ways, shots: (tf.zeros((ways * shots,) + example_shape, dtype),
+                                         tf.repeat(tf.range(ways, dtype=tf.int32), shots))
+            dummy_a, dummy_b = dummy(ways_a, 1), dummy(ways_b, 2)
+        else:
+            dummy = lambda n: (tf.zeros((n,) + example_shape, dtype), tf.zeros((n, 1), tf.float32))
+            dummy_a, dummy_b = dummy(1), dummy(2)
+        state_specs, structure = _task_state_specs(adapt, dummy_a, dummy_b)
+
+        @tf.function(input_signature=specs[:2])
+        def adapt_task(support_x, support_y):
+            support_x, support_y, _ = validated(support_x, support_y, support_x)
+            return {"task_state": tf.nest.flatten(adapt(support_x, support_y))}
+
+        @tf.function(input_signature=[state_specs, specs[2]])
+        def predict_task(task_state, query_x):
+            query_x = checks.with_checks(checks.check_batch(query_x, q_name, example_shape), query_x)
+            state = tf.nest.pack_sequence_as(structure, task_state)
+            return outputs_of(learner.predict(state, tf.cast(query_x, dtype), training=training))
+
+        self.serve, self.adapt_task, self.predict_task = serve, adapt_task, predict_task
+
+
+def _export_few_shot(learner, task, kind, export_root, name, model_card, inner_steps, training, input_shape,
+                     preprocessing, max_ways=None) -> pathlib.Path:
+    check_export_arguments(learner, task, name, model_card)
+    example_shape = example_shape_of(learner, input_shape)
+    if inner_steps is not None:
+        learner.check_adapt_steps(inner_steps)
+        if not isinstance(inner_steps, int) or isinstance(inner_steps, bool) or inner_steps < 0:
+            raise ValueError(f"`inner_steps` must be a non-negative integer. Received: inner_steps={inner_steps!r}")
+    steps = learner.eval_steps if inner_steps is None else inner_steps
+    if task == CLASSIFICATION:
+        ways = learner.ways if not learner.any_ways else max_ways
+        if ways is None:
+            raise ValueError(
+                f"A classifier export needs the number of classes: `max_ways` for {type(learner).__name__} "
+                f"(serves any number of classes), or a network with a fixed output size. Received: max_ways={max_ways!r}"
+            )
+    else:
+        ways = 1
+    module = FewShotModule(learner, example_shape, steps, training, ways)
+    computed = learner_card(learner, example_shape, preprocessing, training)
+    computed["inner_steps"] = steps
+    if task == CLASSIFICATION:
+        computed["ways"] = ways
+        computed["any_ways"] = bool(learner.any_ways)
+    return save_export(module, kind, export_root, name, computed, model_card,
+                       functions=(module.adapt_task, module.predict_task))
+
+
+def export_few_shot_classifier(
+    learner: Learner,
+    export_root="saved_models",
+    name: str = "few_shot_classifier",
+    model_card: dict | None = None,
+    inner_steps: int | None = None,
+    training: bool = True,
+    input_shape=None,
+    preprocessing: dict | None = None,
+    max_ways: int | None = None,
+) -> pathlib.Path:
+    """Exports an "adapt and predict" few-shot classifier.
+
+    `serving_default` takes `support_images` float32 `[S, H, W, C]` (values in
+    [0, 1]), `support_labels` int32 `[S]` (0..N-1, every class present) and
+    `query_images` float32 `[Q, H, W, C]`, runs the learner's adaptation inside
+    the graph (MAML's inner steps, with learned per-step rates where the
+    learner has them) and returns `logits` float32 `[Q, N]`, `probabilities`
+    float32 `[Q, N]` and `classes` int64 `[Q]`. N is the network's head size
+    (fixed), or any number up to `max_ways` for learners that allow it.
+
+    Args:
+        learner: a classification `Learner` (e.g. `tfmeta.learners.MAML`).
+        export_root: root directory; the export goes to `<export_root>/<name>/<version>`.
+        name: the model's name.
+        model_card: the caller's model-card fields, e.g. `{"training": config_dict,
+            "evaluation": {...}, "shots": 1}`.
+        inner_steps: adaptation steps per request (default: the learner's
+            `eval_steps`); only for learners that adapt in steps.
+        training: passed to the network (BatchNorm uses batch statistics when
+            True, as during meta-training).
+        input_shape: `(H, W, C)` when the network has no defined input shape.
+        preprocessing: how clients must read images (`Preprocessing.to_dict()`
+            of the training data); default: resize to the input size, not inverted.
+        max_ways: for learners that serve any number of classes, the largest N.
+
+    Returns:
+        The path of the new version directory.
+
+    Raises:
+        TypeError: if `learner` is not a `Learner`.
+        ValueError: if it is not a classifier, `model_card` is not a
+            JSON-serialisable dict, or the number of classes is unknown.
+
+    Example:
+
+    ```python
+    maml = tfmeta.learners.MAML(tfmeta.models.conv4(ways=5), inner_steps=5)
+    path = export_few_shot_classifier(maml, "saved_models", "omniglot_5way_1shot", model_card={"shots": 1})
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = serve(support_images=sx, support_labels=sy, query_images=qx)
+    ```
+    """
+    return _export_few_shot(learner, CLASSIFICATION, "few_shot_classifier", export_root, name, model_card,
+                            inner_steps, training, input_shape, preprocessing, max_ways)
+
+
+def export_few_shot_regressor(
+    learner: Learner,
+    export_root="saved_models",
+    name: str = "few_shot_regressor",
+    model_card: dict | None = None,
+    inner_steps: int | None = None,
+    training: bool = True,
+    input_shape=None,
+) -> pathlib.Path:
+    """Exports an "adapt and predict" few-shot regressor.
+
+    `serving_default` takes `support_x` float32 `[S, D]`, `support_y` float32
+    `[S, 1]` and `query_x` float32 `[Q, D]`, adapts inside the graph and returns
+    `predictions` float32 `[Q, 1]`.
+
+    Args:
+        learner: a regression `Learner`.
+        export_root, name, model_card, inner_steps, training, input_shape: as in
+            `export_few_shot_classifier`.
+
+    Returns:
+        The path of the new version directory.
+
+    Raises:
+        TypeError: if `learner` is not a `Learner`.
+        ValueError: if it is not a regressor, or `model_card` is invalid.
+
+    Example:
+
+    ```python
+    maml = tfmeta.learners.MAML(tfmeta.models.mlp(), task="regression", inner_lr=0.01)
+    path = export_few_shot_regressor(maml, "saved_models", "sinusoid")
+    ```
+    """
+    return _export_few_shot(learner, REGRESSION, "few_shot_regressor", export_root, name, model_card,
+                            inner_steps, training, input_shape, None)

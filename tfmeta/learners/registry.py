@@ -1,0 +1,142 @@
+"""One registry of learners: the name a trainer, a config or `build` takes -> how to build it.
+
+```python
+learner = tfmeta.learners.build("maml++", tfmeta.models.conv4(ways=5), inner_steps=5, inner_lr=0.1)
+tfmeta.learners.names()              # ('anil', 'fomaml', 'maml', 'maml++', 'metasgd', 'reptile', ...)
+tfmeta.learners.register("my_learner", "metric", MyLearner, "what it does")
+```
+"""
+
+import dataclasses
+from typing import Callable
+
+from tfmeta.learners.base import Learner
+from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
+from tfmeta.models.batchnorm import batch_norm_layers
+
+FAMILIES = ("gradient", "metric", "amortized", "recurrent")
+
+# The published MAML++ options; any can be overridden through `build`'s kwargs.
+# Per-step BatchNorm weights apply to networks with BatchNorm layers only;
+# derivative-order annealing (`first_order_steps`) depends on the run's length,
+# so the trainer sets it (the first third of the meta-updates, as in the paper).
+MAML_PLUS_PLUS_DEFAULTS = {
+    "learn_inner_lr": True, "multi_step_loss": True, "per_step_bn_stats": True, "per_step_bn_weights": True,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered learner.
+
+    Attributes:
+        name: the registry name.
+        family: one of `FAMILIES`.
+        build: `(model, **kwargs) -> Learner`.
+        description: one line for `--help` and the README.
+    """
+
+    name: str
+    family: str
+    build: Callable
+    description: str
+
+
+def _fomaml(model, **kwargs) -> MAML:
+    if kwargs.get("first_order", True) is not True:
+        raise ValueError(f"'fomaml' is first order. Received: first_order={kwargs['first_order']!r}")
+    return MAML(model, **{**kwargs, "first_order": True, "name": "fomaml"})
+
+
+def _maml_plus_plus(model, **kwargs) -> MAML:
+    defaults = dict(MAML_PLUS_PLUS_DEFAULTS)
+    if not batch_norm_layers(model):
+        defaults["per_step_bn_weights"] = False
+    return MAML(model, **{**defaults, **kwargs, "name": "maml++"})
+
+
+_REGISTRY = {}
+
+
+def register(name: str, family: str, build: Callable, description: str = "") -> Entry:
+    """Adds a learner to the registry (trainers, configs and `build` then know it).
+
+    Args:
+        name: the registry name.
+        family: one of `FAMILIES`.
+        build: `(model, **kwargs) -> Learner`.
+        description: one line.
+
+    Returns:
+        The new `Entry`.
+
+    Raises:
+        ValueError: if `name` is taken or `family` unknown.
+
+    Example:
+
+    ```python
+    register("protonet_cosine", "metric", functools.partial(ProtoNet, distance="cosine"))
+    ```
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"A learner is already registered as {name!r}. Received: name={name!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"`family` must be one of {FAMILIES}. Received: family={family!r}")
+    entry = Entry(name, family, build, description)
+    _REGISTRY[name] = entry
+    return entry
+
+
+for _name, _build, _description in (
+    ("maml", MAML, "MAML (Finn et al. 2017): all weights adapt, second order (nested tapes)"),
+    ("fomaml", _fomaml, "first-order MAML: the same inner loop, inner gradients under stop_gradient"),
+    ("anil", ANIL, "ANIL (Raghu et al. 2020): only the head adapts; the body is meta-learned"),
+    ("metasgd", MetaSGD, "Meta-SGD (Li et al. 2017): learned per-parameter inner learning rates"),
+    ("maml++", _maml_plus_plus, "MAML++ (Antoniou et al. 2019): LSLR, multi-step loss, per-step BatchNorm"),
+    ("reptile", Reptile, "Reptile (Nichol et al. 2018): SGD on the support set, step towards the result"),
+):
+    register(_name, "gradient", _build, _description)
+
+
+def names(family: str | None = None) -> tuple:
+    """Sorted registry names (of one family, or all)."""
+    return tuple(sorted(name for name, entry in _REGISTRY.items() if family is None or entry.family == family))
+
+
+def entry(name: str) -> Entry:
+    """The registry entry of `name`.
+
+    Raises:
+        ValueError: if `name` is not registered.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown learner; expected one of {list(names())}. Received: {name!r}")
+    return _REGISTRY[name]
+
+
+def build(name: str, model, **kwargs) -> Learner:
+    """Builds the learner registered as `name` around `model`.
+
+    Args:
+        name: a registry name (`names()`): `"maml"`, `"fomaml"`, `"anil"`,
+            `"metasgd"`, `"maml++"` (MAML with LSLR, multi-step loss, per-step
+            BatchNorm statistics and, for networks with BatchNorm, per-step
+            BatchNorm weights and biases), `"reptile"`, ...
+        model: the learner's network, a built `keras.Model`.
+        **kwargs: passed to the learner (`task`, `inner_steps`, `inner_lr`, ...).
+
+    Returns:
+        The `Learner`.
+
+    Raises:
+        ValueError: if `name` is unknown.
+
+    Example:
+
+    ```python
+    learner = build("maml++", tfmeta.models.conv4(ways=5), inner_steps=5, inner_lr=0.1)
+    learner.name   # "maml++"
+    ```
+    """
+    return entry(name).build(model, **kwargs)
