@@ -1,0 +1,1 @@
+"""The standard few-shot benchmarks with their published class splits (lists in `lists/`)."""
