@@ -1,9 +1,14 @@
-"""uint8 `ClassDataset`s and episodes streamed from a memory-mapped array."""
+"""uint8 `ClassDataset`s and episodes streamed from a memory-mapped on-disk cache."""
+
+import pathlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
-from tfmeta.data import ClassDataset, episode_dataset
+from tfmeta.data import ClassDataset, episode_dataset, read_image_files
+from tfmeta.data.standard import load_mini_imagenet, mini_imagenet_classes
 
 
 def _take(dataset, n):
@@ -45,7 +50,45 @@ def test_uint8_storage_scales_exactly_as_float32_storage(pixels_and_labels):
         np.testing.assert_array_equal(kept.images, reference.images)
     # The same episodes, float32, from either storage.
     options = dict(ways=3, shots=2, queries=2, meta_batch_size=4, seed=5)
-    _assert_same_episodes(_take(episode_dataset(as_uint8, **options), 3), _take(episode_dataset(as_float, **options), 3))
+    episodes = [_take(episode_dataset(source, **options), 3) for source in (as_uint8, as_float)]
+    _assert_same_episodes(*episodes)
+
+
+def _write_classes(root: pathlib.Path, wnids, per_class: int, seed: int) -> dict[str, list[pathlib.Path]]:
+    """`<root>/<wnid>/*.png`: random 8x8 RGB images (PNG: lossless, already the loader's size)."""
+    rng, files = np.random.default_rng(seed), {}
+    for wnid in wnids:
+        files[wnid] = []
+        for i in range(per_class):
+            path = root / wnid / f"{wnid}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+            files[wnid].append(path)
+    return files
+
+
+def test_streamed_episodes_equal_in_memory_episodes(tmp_path):
+    published = mini_imagenet_classes()
+    wanted = {"train": published["train"][:6], "val": published["val"][:1], "test": published["test"][:1]}
+    files = {}
+    for part in wanted:
+        files.update(_write_classes(tmp_path / "mini" / part, wanted[part], per_class=5, seed=len(files)))
+    streamed = load_mini_imagenet(tmp_path / "mini", image_size=(8, 8), cache_dir=tmp_path / "cache",
+                                  classes=wanted, images_per_class=5).train
+    assert streamed.is_memory_mapped and streamed.pixels.dtype == np.uint8
+    in_memory = streamed.in_memory()
+    assert not in_memory.is_memory_mapped and in_memory.pixels.dtype == np.uint8
+    # The float32 path of the library, straight from the image files (no cache, no uint8 storage).
+    paths = [path for wnid in wanted["train"] for path in files[wnid]]
+    from_files = ClassDataset.from_arrays(read_image_files(paths, channels=3), np.repeat(np.arange(6), 5),
+                                          list(wanted["train"]))
+    for options in (dict(seed=1), dict(seed=2, start_step=7),
+                    dict(seed=3, input_context=tf.distribute.InputContext(1, 0, 2)),
+                    dict(seed=3, input_context=tf.distribute.InputContext(2, 1, 2))):
+        episodes = [_take(episode_dataset(source, ways=5, shots=1, queries=3, meta_batch_size=4, **options), 3)
+                    for source in (streamed, in_memory, from_files)]
+        _assert_same_episodes(episodes[0], episodes[1])
+        _assert_same_episodes(episodes[0], episodes[2])
 
 
 def _rss_bytes() -> int:
