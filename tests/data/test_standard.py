@@ -342,6 +342,12 @@ def test_cub_reads_its_release_layout_and_names_missing_images(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"CUB-200-2011: 98 of the 100 training classes are missing in "
                                                 rf"{re.escape(str(images))}: 005\.Crested_Auklet"):
         load_cub(tmp_path, cache_dir=tmp_path / "cache")
+    corrupt = images / wanted["val"][0] / "truncated.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    with pytest.raises(ValueError, match=rf"Could not decode image file {re.escape(str(corrupt))}"):
+        load_cub(tmp_path, image_size=(6, 6), cache_dir=tmp_path / "cache", classes=wanted)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the earlier cache only: nothing half-written
+    corrupt.unlink()
     (images / wanted["test"][0] / f"{wanted['test'][0][4:]}_1.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=rf"1 of the 2 images of class {wanted['test'][0]} listed in "
                                                 rf".*images.txt are missing"):

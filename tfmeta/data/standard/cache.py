@@ -7,7 +7,7 @@ the same memory-mapped file: nothing is read until an episode gathers it.
 Layout: `<cache_dir>/<name>-<settings digest>-<source digest>/` holding `pixels.npy`
 (`(num_images, H, W, C)`, uint8 or float32) and `index.json` (classes, groups and
 image counts of each part, the preprocessing and the full key). The settings digest
-covers what the loader was asked (data set, split, image size, channels, the shipped
+covers what the loader was asked (data set, data folder, split, image size, channels,
 class lists, the cache format version); the source digest covers the source files
 (names, sizes, modification times). A change of either gives a new folder; after a
 successful build, the folders of the same settings with another source digest are
@@ -82,7 +82,7 @@ def load_or_build(
             `default_cache_dir()`.
         name: the data set's name, the start of its cache folder's name.
         settings: JSON-serialisable description of what is loaded (split, image
-            size, class lists...): one cache per distinct settings.
+            size, class lists, data folder...): one cache per distinct settings.
         source_fingerprint: digest of the source files (`fingerprint_files`).
         image_shape: `(H, W, C)` of the stored images.
         dtype: `np.uint8` (pixels) or `np.float32` (values in [0, 1]).

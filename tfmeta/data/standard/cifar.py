@@ -117,7 +117,8 @@ def _load(title: str, name: str, data_dir, image_size, cache_dir, wanted) -> Cla
     size = build.check_image_size(title, image_size)
     source = _find_source(title, root)
     sources = [source] if source.is_file() else [source / f for f in _FILES]
-    settings = {"split": name, "classes": {part: list(names) for part, names in wanted.items()}}
+    settings = {"data_dir": str(root.resolve()), "split": name,
+                "classes": {part: list(names) for part, names in wanted.items()}}
 
     def prepare():
         images, fine, coarse, fine_names, coarse_names = _read_cifar100(source)

@@ -79,7 +79,8 @@ def load_cub(data_dir, image_size=IMAGE_SIZE, cache_dir=None,
                 )
     parts = {part: [build.ClassItems(name, "", files[name]) for name in wanted[part]] for part in build.PARTS}
     fingerprint = cache.fingerprint_files([f for fs in files.values() for f in fs])
-    settings = {"split": "chen", "classes": {part: list(names) for part, names in wanted.items()}}
+    settings = {"data_dir": str(root.resolve()), "split": "chen",
+                "classes": {part: list(names) for part, names in wanted.items()}}
     return build.build_split("cub", lambda: (parts, build.read_image_file), size, cache_dir, fingerprint, settings)
 
 

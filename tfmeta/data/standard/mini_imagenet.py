@@ -84,7 +84,8 @@ def load_mini_imagenet(
                 )
     parts = {part: [build.ClassItems(wnid, "", files[wnid]) for wnid in wanted[part]] for part in build.PARTS}
     fingerprint = cache.fingerprint_files([f for part in parts.values() for c in part for f in c.items] + listed_in)
-    settings = {"split": "ravi", "classes": {part: list(names) for part, names in wanted.items()}}
+    settings = {"data_dir": str(root.resolve()), "split": "ravi",
+                "classes": {part: list(names) for part, names in wanted.items()}}
     return build.build_split("mini_imagenet", lambda: (parts, build.read_image_file), size, cache_dir, fingerprint,
                              settings)
 

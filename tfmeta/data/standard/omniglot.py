@@ -59,7 +59,8 @@ def load_omniglot(data_dir, split: str = "vinyals", image_size=IMAGE_SIZE, cache
                           for c, (name, group) in enumerate(zip(omniglot.class_names, omniglot.groups))]}
         return layout, lambda out: np.copyto(out, omniglot.images)
 
-    settings = {"dataset": "omniglot", "image_size": list(size)}  # every character: one cache for every split
+    # One cache of every character serves every split.
+    settings = {"dataset": "omniglot", "data_dir": str(root.resolve()), "image_size": list(size)}
     everything = cache.load_or_build(cache_dir, "omniglot", settings, cache.fingerprint_files(sources), (*size, 1),
                                      np.float32, preprocessing, prepare)["all"]
     if split != "sample":  # (the sample split names its missing alphabets itself)

@@ -86,7 +86,8 @@ def load_tiered_imagenet(
         if unknown:
             raise ValueError(f"{NAME}: unknown class wnids (not among the 608 published): {build.listing(unknown)}. "
                              f"Received: classes={dict(wanted)}")
-    settings = {"split": "ren", "classes": {part: list(names) for part, names in wanted.items()}}
+    settings = {"data_dir": str(root.resolve()), "split": "ren",
+                "classes": {part: list(names) for part, names in wanted.items()}}
     if (root / "train_images_png.pkl").is_file():
         pickles = [root / f"{part}_{kind}.pkl" for part in build.PARTS for kind in ("images_png", "labels")]
         absent = [str(p) for p in pickles if not p.is_file()]
