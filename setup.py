@@ -20,6 +20,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["tfmeta", "tfmeta.*", "trainers", "benchmarks"]),
+    # The published class lists of the standard benchmarks (tfmeta/data/standard/lists/SOURCES.md).
+    package_data={"tfmeta.data.standard": ["lists/*.md", "lists/*/*.txt", "lists/*/*.csv", "lists/*/*.tsv"]},
     install_requires=_requirements(),
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3"],

@@ -2,9 +2,15 @@
 
 Element `i` of the dataset is step `start_step + i` (see Sharding below for replicas). One
 `tf.numpy_function` call asks the `EpisodeSampler` for the image indices of all its
-tasks and gathers them from the dataset's single contiguous image array (two numpy
-fancy-index copies, no per-image work in TF); labels are constants. Elements are made
-in parallel in a deterministic order and prefetched.
+tasks and gathers them from the dataset's single contiguous image array
+(`ClassDataset.gather`: two numpy fancy-index copies, uint8 pixels scaled to float32,
+no per-image work in TF); labels are constants. Elements are made in parallel in a
+deterministic order and prefetched.
+
+Streaming: a source whose array is memory-mapped (the on-disk caches of
+`tfmeta.data.standard`) is never read whole; each element reads only the images it
+holds, so data sets larger than memory stream from disk with the same episodes as
+the same array held in memory.
 
 Sharding: with an `input_context`, each element holds one replica's slice of the
 global meta-batch (see `sharding.TaskShard`); the slices of all replicas concatenate
@@ -111,13 +117,12 @@ def episode_dataset(
     sampler = EpisodeSampler(source.class_offsets, ways, shots, queries, seed, source.class_names)
     shard = TaskShard.from_context(meta_batch_size, input_context)
     batch = shard.tasks
-    images = source.images  # (num_images, H, W, C), read-only, shared by all elements
 
     def gather(element: np.int64) -> tuple[np.ndarray, np.ndarray]:
         with _counted_call():
             steps, first_task = shard.locate(int(element))
             support, query = sampler.sample_batch(start_step + steps, range(first_task, first_task + batch))
-            return images[support], images[query]  # (B, N*K, H, W, C), (B, N*Q, H, W, C)
+            return source.gather(support), source.gather(query)  # (B, N*K, H, W, C), (B, N*Q, H, W, C) float32
 
     support_y = tf.constant(np.tile(sampler.support_labels, (batch, 1)))  # (B, N*K)
     query_y = tf.constant(np.tile(sampler.query_labels, (batch, 1)))  # (B, N*Q)

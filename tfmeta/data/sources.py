@@ -1,8 +1,12 @@
 """`ClassDataset`: labelled images indexed by class, decoded once and kept in memory.
 
-All constructors end in the same place: one contiguous float32 array of images in
-`[0, 1]`, `(num_images, H, W, C)`, sorted by class, plus the offset of each class's
-first image. Episode samplers pick indices into that array (see `sampling.py`); the
+All constructors end in the same place: one contiguous array of images,
+`(num_images, H, W, C)`, sorted by class, plus the offset of each class's first image.
+The array holds float32 values in `[0, 1]` (every `from_*` constructor here), or uint8
+pixels (1 byte a pixel, for large sources such as the standard benchmarks in
+`tfmeta.data.standard`) that `gather` scales to float32 `pixel / 255`. It may be a
+read-only `np.memmap` of an on-disk cache: then only the images an episode gathers
+are read. Episode samplers pick indices into that array (see `sampling.py`); the
 tf.data pipeline gathers them (see `pipeline.py`). Each class also carries a *group*
 (for Omniglot, its alphabet) so that splits never let a character cross.
 
@@ -80,6 +84,12 @@ def _decode(data: bytes, name: str, channels: int) -> np.ndarray:
     except Exception as error:  # PIL raises several types for corrupt or truncated files.
         raise ValueError(f"Could not decode image file {name}: {error}") from error
     return array.reshape(*array.shape[:2], channels)
+
+
+def _to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], bit for bit as `from_arrays` scales uint8 input (x / 255)."""
+    out = np.asarray(pixels, dtype=np.float32)  # a new array: the dtype changes
+    return np.divide(out, np.float32(255.0), out=out)
 
 
 def _offsets(counts) -> np.ndarray:
@@ -190,14 +200,18 @@ def _scan_folder(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
 
 
 class ClassDataset:
-    """Images indexed by class, decoded once into one contiguous in-memory array.
+    """Images indexed by class, decoded once into one contiguous array.
 
     Build one with a `from_*` constructor; transforms (`select`, `split_by_alphabet`,
     `random_split`, `with_rotations`) return new datasets holding their own contiguous
-    copy of the images they keep. Arrays are read-only.
+    copy of the images they keep (a memory-mapped dataset's `select` of consecutive
+    classes keeps a memory-mapped slice instead). Arrays are read-only.
 
     Args:
-        images: float32 `(num_images, H, W, C)` in [0, 1], sorted by class.
+        images: `(num_images, H, W, C)` sorted by class: float32 in [0, 1] (other
+            float or integer dtypes are converted to float32), or uint8 pixels kept
+            as they are (and scaled by 1/255 when gathered). A `np.memmap` stays
+            memory-mapped.
         class_offsets: int64 `(num_classes + 1,)`; class `c` owns
             `images[class_offsets[c]:class_offsets[c + 1]]`.
         class_names: one unique name per class.
@@ -228,7 +242,9 @@ class ClassDataset:
         groups: Sequence[str] | None = None,
         preprocessing: Preprocessing | None = None,
     ):
-        images = np.asarray(images, np.float32).view()  # a view: read-only here, not for the caller
+        if not (isinstance(images, np.ndarray) and images.dtype in (np.float32, np.uint8)):
+            images = np.asarray(images, np.float32)
+        images = images.view()  # a view (a memmap stays one): read-only here, not for the caller
         class_offsets = np.asarray(class_offsets, np.int64).view()
         if images.ndim != 4:
             raise ValueError(f"`images` must have shape (num_images, H, W, C). Received: images.shape={images.shape}")
@@ -263,8 +279,38 @@ class ClassDataset:
 
     @property
     def images(self) -> np.ndarray:
-        """All images, float32 `(num_images, H, W, C)` in [0, 1], sorted by class."""
+        """All images, float32 `(num_images, H, W, C)` in [0, 1], sorted by class.
+
+        For uint8 storage this is a new float32 array, 4x the size of `pixels`, made
+        on every call: episodes use `gather`, which converts only what it picks.
+        """
+        return self._images if self._images.dtype == np.float32 else _to_float(self._images)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The stored array, read-only: float32 in [0, 1] or uint8 pixels (see `images`)."""
         return self._images
+
+    @property
+    def is_memory_mapped(self) -> bool:
+        """Whether the images are a memory-mapped file (read on demand, not held in memory)."""
+        return isinstance(self._images, np.memmap)
+
+    def gather(self, index) -> np.ndarray:
+        """The images at `index` (any integer array or a slice), float32 in [0, 1].
+
+        Reads only those images (also from a memory-mapped array); uint8 pixels are
+        scaled by 1/255, float32 images are returned as stored.
+        """
+        picked = self._images[index]
+        return np.asarray(picked) if picked.dtype == np.float32 else _to_float(picked)
+
+    def in_memory(self) -> "ClassDataset":
+        """This dataset with its array copied into memory (the same dtype); itself if it is not memory-mapped."""
+        if not self.is_memory_mapped:
+            return self
+        return ClassDataset(np.array(self._images), self._offsets, self._class_names, self._groups,
+                            self._preprocessing)
 
     @property
     def class_offsets(self) -> np.ndarray:
@@ -303,8 +349,8 @@ class ClassDataset:
         return int(self._offsets[class_id + 1] - self._offsets[class_id])
 
     def class_images(self, class_id: int) -> np.ndarray:
-        """The images of class `class_id`, `(n, H, W, C)` (a read-only view)."""
-        return self._images[self._offsets[class_id] : self._offsets[class_id + 1]]
+        """The images of class `class_id`, float32 `(n, H, W, C)` (a read-only view of float32 storage)."""
+        return self.gather(slice(self._offsets[class_id], self._offsets[class_id + 1]))
 
     def __repr__(self) -> str:
         return (
@@ -508,11 +554,15 @@ class ClassDataset:
     # ---------------------------------------------------------------- transforms
 
     def _subset(self, class_ids: Sequence[int]) -> "ClassDataset":
-        class_ids = list(class_ids)
-        index = np.concatenate([np.arange(self._offsets[c], self._offsets[c + 1]) for c in class_ids])
+        class_ids = [int(c) for c in class_ids]
         counts = [self.num_images(c) for c in class_ids]
+        if self.is_memory_mapped and class_ids == list(range(class_ids[0], class_ids[0] + len(class_ids))):
+            images = self._images[self._offsets[class_ids[0]] : self._offsets[class_ids[-1] + 1]]  # still mapped
+        else:
+            index = np.concatenate([np.arange(self._offsets[c], self._offsets[c + 1]) for c in class_ids])
+            images = self._images[index]
         return ClassDataset(
-            self._images[index], _offsets(counts),
+            images, _offsets(counts),
             [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids], self._preprocessing,
         )
 

@@ -6,6 +6,9 @@ trainers, the benchmarks and user code share it:
 * `omniglot_sample_split`: the two Omniglot sample archives (`shared/data`):
   test on the `SAMPLE_TEST_ALPHABETS` (Sanskrit, Tagalog), train on every other
   alphabet with the `ROTATIONS` as new classes.
+* `omniglot_split`: that split or one of the published Omniglot splits (Vinyals
+  et al.'s characters, Lake et al.'s alphabets), from the lists shipped in
+  `tfmeta/data/standard/lists/`.
 * `random_class_split`: a seeded random split of any `ClassDataset`.
 * `load_class_split`: what `--dataset`/`--data_dir` mean for the trainers.
 """
@@ -73,6 +76,114 @@ def omniglot_sample_split(omniglot: ClassDataset, test_alphabets=SAMPLE_TEST_ALP
     train, test = omniglot.split_by_alphabet(train_alphabets, list(test_alphabets))
     train = train.with_rotations(rotations) if rotations else train
     return ClassSplit(train, test, test)
+
+
+OMNIGLOT_SPLITS = ("sample", "vinyals", "lake")
+
+
+def omniglot_split(omniglot: ClassDataset, split: str = "sample", rotations=ROTATIONS) -> ClassSplit:
+    """One of the Omniglot class splits; no character crosses it.
+
+    * `"sample"`: `omniglot_sample_split` (the default; the two sample archives hold
+      background alphabets only).
+    * `"vinyals"`: Vinyals et al.'s (2016) 1,028 / 172 / 423 characters, as published
+      with the Prototypical Networks code. The published lists hold every character
+      at 0, 90, 180 and 270 degrees, so `rotations` are added as new classes to all
+      three parts (4,112 / 688 / 1,692 classes with the default rotations).
+    * `"lake"`: Lake et al.'s (2015) alphabets: the 20 evaluation alphabets test;
+      the 30 background alphabets train, except 5 held out for validation (those of
+      Meta-Dataset: the 5 background alphabets with the fewest characters,
+      `Alphabet_of_the_Magi`, `Blackfoot`, `Inuktitut`, `Ojibwe` and `Tagalog`: 25
+      / 5 / 20 alphabets, 883 / 81 / 659 characters). `rotations` are added to the
+      training classes only.
+
+    Args:
+        omniglot: a `ClassDataset.from_omniglot(...)` holding (at least) the split's
+            characters; other characters are left out.
+        split: `"sample"`, `"vinyals"` or `"lake"`.
+        rotations: angles added as new classes (see above); `()` for none.
+
+    Returns:
+        A `ClassSplit` (for `"sample"`, validation on the test classes).
+
+    Raises:
+        ValueError: on an unknown `split`, or if characters of the split are missing
+            from `omniglot` (counted and named).
+
+    Example:
+
+    ```python
+    omniglot = ClassDataset.from_omniglot("/data/omniglot")    # images_background.zip, images_evaluation.zip
+    train, val, test = omniglot_split(omniglot, "vinyals")
+    train.num_classes, val.num_classes, test.num_classes       # (4112, 688, 1692)
+    ```
+    """
+    if split == "sample":
+        return omniglot_sample_split(omniglot, rotations=rotations)
+    if split not in OMNIGLOT_SPLITS:
+        raise ValueError(f"`split` must be one of {OMNIGLOT_SPLITS}. Received: split={split!r}")
+    parts = omniglot_characters(split)
+    check_omniglot_characters(omniglot, split, f"the source ({omniglot.num_classes} characters of "
+                              f"{len(omniglot.alphabets)} alphabets)", f"omniglot={omniglot!r}")
+    train, val, test = (omniglot.select(parts[part]) for part in ("train", "val", "test"))
+    if rotations and split == "vinyals":
+        return ClassSplit(*(part.with_rotations(rotations) for part in (train, val, test)))
+    return ClassSplit(train.with_rotations(rotations) if rotations else train, val, test)
+
+
+def check_omniglot_characters(omniglot: ClassDataset, split: str, where: str, received: str) -> None:
+    """Raises a ValueError counting and naming the characters of `split` missing from `omniglot`.
+
+    Args:
+        omniglot: the characters read.
+        split: `"vinyals"` or `"lake"`.
+        where: where they were read from (for the message).
+        received: the argument to quote after "Received:".
+    """
+    present = set(omniglot.class_names)
+    for part, characters in omniglot_characters(split).items():
+        missing = [c for c in characters if c not in present]
+        if missing:
+            absent = sorted({c.split("/")[0] for c in missing} - set(omniglot.alphabets))
+            absent_note = f" (whole alphabets absent: {_first(absent)})" if absent else ""
+            name = {"train": "training", "val": "validation"}.get(part, part)
+            raise ValueError(
+                f"Omniglot {split!r} split: {len(missing)} of the {len(characters)} {name} characters are missing "
+                f"in {where}: {_first(missing)}{absent_note}. Received: {received}"
+            )
+
+
+def _first(names, limit: int = 5) -> str:
+    """`a, b, c` or, past `limit` names, `a, b, c, d, e and 7 more`."""
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def omniglot_characters(split: str) -> dict[str, tuple[str, ...]]:
+    """The characters (`"Alphabet/characterNN"`) of each part of a published Omniglot split.
+
+    Args:
+        split: `"vinyals"` or `"lake"`.
+
+    Returns:
+        `{"train": ..., "val": ..., "test": ...}`, each sorted.
+
+    Raises:
+        ValueError: on another `split`.
+    """
+    from tfmeta.data.standard import lists  # here: tfmeta.data.standard imports this module
+
+    if split == "vinyals":
+        return {part: lists.read_names(f"omniglot/vinyals_{part}.txt") for part in ("train", "val", "test")}
+    if split != "lake":
+        raise ValueError(f"`split` must be 'vinyals' or 'lake'. Received: split={split!r}")
+    every = sorted(c for part in ("train", "val", "test") for c in lists.read_names(f"omniglot/vinyals_{part}.txt"))
+    alphabets = {
+        "train": set(lists.read_names("omniglot/background_alphabets.txt"))
+        - set(lists.read_names("omniglot/lake_val_alphabets.txt")),
+        "val": set(lists.read_names("omniglot/lake_val_alphabets.txt")),
+        "test": set(lists.read_names("omniglot/evaluation_alphabets.txt")),
+    }
+    return {part: tuple(c for c in every if c.split("/")[0] in names) for part, names in alphabets.items()}
 
 
 def random_class_split(classes: ClassDataset, ways: int, seed: int = 0) -> ClassSplit:
