@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfmeta.data import Episode
 from tfmeta.data.gp import (
     ANP_SETTING,
+    ANP_TEST_SETTING,
     NOISE,
     GPEpisode,
     gp_log_likelihood,
@@ -188,6 +189,14 @@ def test_bad_arguments_raise(kwargs, match):
     args = dict(meta_batch_size=2) | kwargs
     with pytest.raises(ValueError, match=match):
         gp_tasks(**args)
+
+
+def test_anp_test_stream_draws_kernels_and_up_to_49_context_points():
+    b = _take(gp_test_tasks(32, seed=13, per_task_counts=True, **ANP_TEST_SETTING), 1)[0]
+    assert b.support_x.shape == (32, 49, 1) and b.query_x.shape == (32, 400, 1)
+    n_c = b.support_mask.sum(-1)
+    assert n_c.min() >= 3 and n_c.max() <= 49 and len(set(n_c)) > 10
+    assert 0.1 <= b.length_scale.min() and b.length_scale.max() <= 0.6 and b.length_scale.std() > 0.05
 
 
 def test_test_stream_needs_enough_targets():

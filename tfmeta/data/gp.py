@@ -66,6 +66,9 @@ ANP_SETTING = dict(
     length_scale=(0.1, 0.6),
     signal_scale=(0.1, 1.0),
 )
+#: The test streams of the two settings (`gp_test_tasks(B, **CNP_TEST_SETTING)`).
+CNP_TEST_SETTING = dict(num_context=(3, 9), length_scale=0.4, signal_scale=1.0)
+ANP_TEST_SETTING = dict(num_context=(3, 49), length_scale=(0.1, 0.6), signal_scale=(0.1, 1.0))
 #: Standard deviation of the observation noise of the reference (`sigma_noise=2e-2`).
 NOISE = 2e-2
 #: Test targets of the reference: `tf.range(-2., 2., 1. / 100)`.
@@ -370,15 +373,17 @@ def gp_test_tasks(
     Example:
 
     ```python
-    batch = next(iter(gp_test_tasks(meta_batch_size=8, seed=2)))
+    batch = next(iter(gp_test_tasks(meta_batch_size=8, seed=2)))     # CNP setting
     batch.query_x[0, :3, 0]        # [-2.0, -1.99, -1.98]
+    anp_test = gp_test_tasks(meta_batch_size=8, seed=2, **ANP_TEST_SETTING)
     ```
     """
     _check_common(meta_batch_size, start_step, noise, x_range)
     _check_count_range("num_context", num_context, 1)
     if not isinstance(num_targets, int) or num_targets < num_context[1]:
         raise ValueError(
-            f"`num_targets` must be an integer >= num_context[1] = {num_context[1]}. Received: num_targets={num_targets!r}"
+            f"`num_targets` must be an integer >= num_context[1] = {num_context[1]}. "
+            f"Received: num_targets={num_targets!r}"
         )
     length_bounds = _check_scale("length_scale", length_scale)
     signal_bounds = _check_scale("signal_scale", signal_scale)

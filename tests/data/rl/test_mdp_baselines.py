@@ -59,8 +59,8 @@ def test_psrl_posterior_after_a_known_history():
 
 def test_baselines_on_1000_test_tasks_are_ordered_and_random_matches_the_paper():
     # n = 10 episodes (RL² Table 2: Random 100.1, PSRL 138.1, Greedy 134.8). Measured
-    # here: Random 100.5 ± 1.3, PSRL 134.8 ± 1.5, Greedy (posterior mean) 154.6 ± 1.6,
-    # Optimal 218.9 ± 1.6.
+    # here: Random 99.0 ± 1.3, PSRL 133.3 ± 1.6, Greedy (posterior mean) 154.6 ± 1.6,
+    # Optimal 217.4 ± 1.6.
     results = evaluate_mdp_baselines(10, num_tasks=1000, seed=0)
     low = {name: mean - ci for name, (mean, ci) in results.items()}
     high = {name: mean + ci for name, (mean, ci) in results.items()}

@@ -17,6 +17,19 @@
 All are vectorised over a batch of MDPs with numpy and step the `TabularMDP`
 environment the learners use. Each returns the total reward of each trial of
 `num_episodes` episodes.
+
+Measured with `evaluate_mdp_baselines(n)` (1,000 test MDPs of seed 0, mean ± 95% CI of
+the total reward per trial; the paper's Table 2 in brackets). The posterior-mean
+"Greedy" is far stronger than the paper's MAP-based Greedy, and beats PSRL up to
+n = 50: with 10-step episodes and few of them, exploiting early pays.
+
+| n | Random | PSRL | Greedy (posterior mean) | Optimal (true MDP) |
+| --- | --- | --- | --- | --- |
+| 10 | 99.0 ± 1.3 (100.1) | 133.3 ± 1.6 (138.1) | 154.6 ± 1.6 (134.8, MAP) | 217.4 ± 1.6 |
+| 25 | 249.3 ± 2.8 (250.2) | 403.1 ± 3.7 (408.8) | 435.0 ± 3.5 (368.8) | 544.3 ± 3.8 |
+| 50 | 497.7 ± 5.0 (499.7) | 900.2 ± 7.3 (904.4) | 914.7 ± 6.8 (769.3) | 1088.7 ± 7.3 |
+| 75 | 747.4 ± 7.3 (749.9) | 1415.9 ± 11.0 (1417.1) | 1399.6 ± 10.3 (1172.9) | 1633.9 ± 10.8 |
+| 100 | 996.6 ± 9.6 (999.4) | 1939.1 ± 14.6 (1939.5) | 1884.4 ± 13.6 (1578.5) | 2178.2 ± 14.3 |
 """
 
 import numpy as np
@@ -208,7 +221,8 @@ def run_random_mdp(params: MDPParams, num_episodes: int, seed=(0, 0), rng_seed: 
     num_envs, num_states, num_actions = np.shape(params.reward_means)
     env = env or TabularMDP(num_states=num_states, num_actions=num_actions)
     rng = np.random.default_rng(rng_seed)
-    return _run(params, num_episodes, seed, env, lambda *_: np.zeros((env.horizon, num_envs, num_states, num_actions)), rng)
+    uniform = np.zeros((env.horizon, num_envs, num_states, num_actions))  # all actions tie: random choice
+    return _run(params, num_episodes, seed, env, lambda *_: uniform, rng)
 
 
 def run_optimal_mdp(params: MDPParams, num_episodes: int, seed=(0, 0), rng_seed: int = 0, env=None) -> np.ndarray:

@@ -96,7 +96,8 @@ class TabularMDP:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
         if not dirichlet_concentration > 0:
             raise ValueError(
-                f"`dirichlet_concentration` must be positive. Received: dirichlet_concentration={dirichlet_concentration!r}"
+                "`dirichlet_concentration` must be positive. "
+                f"Received: dirichlet_concentration={dirichlet_concentration!r}"
             )
         if len(reward_prior) != 2 or not reward_prior[1] >= 0:
             raise ValueError(f"`reward_prior` must be a pair (mean, std >= 0). Received: reward_prior={reward_prior!r}")
