@@ -1,6 +1,7 @@
 """Episodic data: sources of labelled examples, episode sampling and tf.data pipelines."""
 
 from tfmeta.data.episode import Episode
+from tfmeta.data.gp import GPEpisode, gp_log_likelihood, gp_posterior, gp_tasks, gp_test_tasks
 from tfmeta.data.pipeline import episode_dataset
 from tfmeta.data.regression import sinusoid_tasks
 from tfmeta.data.sampling import EpisodeSampler
@@ -11,8 +12,13 @@ __all__ = [
     "ClassDataset",
     "Episode",
     "EpisodeSampler",
+    "GPEpisode",
     "TaskShard",
     "episode_dataset",
+    "gp_log_likelihood",
+    "gp_posterior",
+    "gp_tasks",
+    "gp_test_tasks",
     "read_image_files",
     "sinusoid_tasks",
 ]
