@@ -1,5 +1,6 @@
 """Episodic data: sources of labelled examples, episode sampling and tf.data pipelines."""
 
+from tfmeta.data.augment import AUGMENTATIONS, Augmentation, augment_episode
 from tfmeta.data.episode import Episode
 from tfmeta.data.pipeline import episode_dataset
 from tfmeta.data.regression import sinusoid_tasks
@@ -8,10 +9,13 @@ from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset, read_image_files
 
 __all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
     "ClassDataset",
     "Episode",
     "EpisodeSampler",
     "TaskShard",
+    "augment_episode",
     "episode_dataset",
     "read_image_files",
     "sinusoid_tasks",
