@@ -79,8 +79,10 @@ def test_crop_is_a_shift_with_zero_padding_and_keeps_the_size():
     p = 3
     image = (np.arange(10 * 10 * 2, dtype=np.float32).reshape(1, 10, 10, 2) + 1) / 201  # distinct, non-zero
     images = np.repeat(image, 100, axis=0)
-    out = augment_episode(_episode(images), Augmentation(crop_padding=p), seed=3, step=0).support_x.numpy()
+    episode = augment_episode(_episode(images), Augmentation(crop_padding=p), seed=3, step=0)
+    out = episode.support_x.numpy()
     assert out.shape == images.shape
+    assert not np.array_equal(out, episode.query_x.numpy())  # same images, own draws for the query set
     padded = np.pad(image[0], [(p, p), (p, p), (0, 0)])
     windows = {(dy, dx): padded[dy : dy + 10, dx : dx + 10] for dy in range(2 * p + 1) for dx in range(2 * p + 1)}
     offsets = []
