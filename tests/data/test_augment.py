@@ -169,6 +169,7 @@ def test_composes_with_episode_dataset_and_resumes():
 
         return tasks.enumerate().map(augment)
 
+    assert stream(0).element_spec == episode_dataset(source, 3, 1, 2, 4).element_spec  # static shapes kept
     run = [_numpy(e) for e in stream(0).take(4)]
     resumed = _numpy(next(iter(stream(3))))
     for a, b in zip(run[3], resumed):

@@ -148,50 +148,62 @@ def augment_episode(episode: Episode, augmentation: Augmentation, seed: int, ste
         )
     if augmentation.is_identity:
         return episode
+    batched = rank == 5
+    support, query = episode.support_x, episode.query_x
+    if not batched:
+        support, query = support[None], query[None]  # one task
+    n_support = support.shape[1] if support.shape[1] is not None else tf.shape(support)[1]
+    images = tf.concat([support, query], axis=1)  # (tasks, n_support + n_query, H, W, C)
+    shape = tf.shape(images)
+    draws = _uniforms(seed, step, first_task, shape[0], shape[1])  # (tasks, n_support + n_query, _DRAWS)
+    flat = lambda t: tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], axis=0))  # (tasks * n, ...)
+    images = tf.reshape(_augment_images(flat(images), augmentation, flat(draws)), shape)
+    support, query = images[:, :n_support], images[:, n_support:]
+    if not batched:
+        support, query = support[0], query[0]
+    support.set_shape(episode.support_x.shape)  # keep the static shapes (support_size, ...)
+    query.set_shape(episode.query_x.shape)
+    return Episode(support, episode.support_y, query, episode.query_y)
+
+
+# Uniforms drawn per image: crop row and column offsets, flip, three jitter factors, three
+# jitter-order keys.
+_DRAWS = 9
+
+
+def _uniforms(seed: int, step, first_task, tasks, images_per_task):
+    """`(tasks, images_per_task, _DRAWS)` uniforms in [0, 1); task `i` is task `first_task + i`
+    of step `step` and its draws depend only on `(seed, step, first_task + i)` and the shape."""
     step_seed = tf.random.experimental.stateless_fold_in(
         tf.constant([seed, _STREAM], tf.int64), tf.cast(step, tf.int64), alg=_ALG
     )
-    first_task = tf.cast(first_task, tf.int64)
-
-    def one_task(support_x, query_x, task):
-        task_seed = tf.random.experimental.stateless_fold_in(step_seed, task, alg=_ALG)
-        set_seeds = tf.random.experimental.stateless_split(task_seed, 2, alg=_ALG)  # support, query
-        return (_augment_images(support_x, augmentation, set_seeds[0]),
-                _augment_images(query_x, augmentation, set_seeds[1]))
-
-    if rank == 4:
-        support_x, query_x = one_task(episode.support_x, episode.query_x, first_task)
-    else:
-        tasks = first_task + tf.range(tf.shape(episode.support_x, out_type=tf.int64)[0], dtype=tf.int64)
-        support_x, query_x = tf.map_fn(
-            lambda args: one_task(*args),
-            (episode.support_x, episode.query_x, tasks),
-            fn_output_signature=(
-                tf.TensorSpec(episode.support_x.shape[1:], episode.support_x.dtype),
-                tf.TensorSpec(episode.query_x.shape[1:], episode.query_x.dtype),
-            ),
-        )
-    return Episode(support_x, episode.support_y, query_x, episode.query_y)
+    task_ids = tf.cast(first_task, tf.int64) + tf.range(tf.cast(tasks, tf.int64))  # (tasks,)
+    # A per-task seed, as `stateless_fold_in(step_seed, task)` builds it: [hash of step_seed, task].
+    key = tf.random.stateless_uniform([], step_seed, minval=None, maxval=None, dtype=tf.int64, alg=_ALG)
+    task_seeds = tf.stack([tf.fill(tf.shape(task_ids), key), task_ids], axis=1)  # (tasks, 2)
+    return tf.map_fn(
+        lambda task_seed: tf.random.stateless_uniform([images_per_task, _DRAWS], task_seed, alg=_ALG),
+        task_seeds,
+        fn_output_signature=tf.TensorSpec([None, _DRAWS], tf.float32),
+    )
 
 
-def _augment_images(images, augmentation: Augmentation, seed):
-    """Crop, jitter and flip each image of `images` `(n, H, W, C)` with its own random draws."""
-    crop_seed, jitter_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3, alg=_ALG))
-    n = tf.shape(images)[0]
+def _augment_images(images, augmentation: Augmentation, draws):
+    """Crop, jitter and flip each image of `images` `(n, H, W, C)` with its uniforms `draws` `(n, _DRAWS)`."""
     height, width, channels = images.shape[-3:]
     x = images
     if augmentation.crop_padding:
         p = augmentation.crop_padding
         padded = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])  # (n, H+2p, W+2p, C), zeros
-        offsets = tf.random.stateless_uniform([n, 2], crop_seed, 0, 2 * p + 1, tf.int32, alg=_ALG)  # (n, 2)
+        offsets = tf.minimum(tf.cast(draws[:, :2] * (2 * p + 1), tf.int32), 2 * p)  # (n, 2) uniform in 0..2p
         rows = offsets[:, :1] + tf.range(height)[None]  # (n, H)
         cols = offsets[:, 1:] + tf.range(width)[None]  # (n, W)
         x = tf.gather(padded, rows, axis=1, batch_dims=1)  # (n, H, W+2p, C)
         x = tf.gather(x, cols, axis=2, batch_dims=1)  # (n, H, W, C)
     if augmentation.color_jitter:
-        x = _color_jitter(x, augmentation.color_jitter, jitter_seed, channels)
+        x = _color_jitter(x, augmentation.color_jitter, draws[:, 3:6], draws[:, 6:9], channels)
     if augmentation.flip:
-        flips = tf.random.stateless_uniform([n], flip_seed, alg=_ALG) < 0.5  # (n,)
+        flips = draws[:, 2] < 0.5  # (n,)
         x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
     return x
 
@@ -203,21 +215,24 @@ def _gray(x, channels):
     return tf.tensordot(x, tf.constant([0.299, 0.587, 0.114], x.dtype), axes=1)[..., None]
 
 
-def _color_jitter(x, strength: float, seed, channels):
-    """Brightness, contrast and saturation in a random order per image (torchvision's ColorJitter)."""
-    factor_seed, order_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2, alg=_ALG))
-    n = tf.shape(x)[0]
-    factors = tf.random.stateless_uniform([n, 3], factor_seed, 1.0 - strength, 1.0 + strength, alg=_ALG)
-    factors = tf.cast(factors, x.dtype)[:, None, None, None, :]  # (n, 1, 1, 1, 3)
-    order = tf.argsort(tf.random.stateless_uniform([n, 3], order_seed, alg=_ALG), axis=1)  # (n, 3) a permutation
+def _color_jitter(x, strength: float, factor_draws, order_draws, channels):
+    """Brightness, contrast and saturation in a random order per image (torchvision's ColorJitter).
 
-    def blend(image, factor, target):  # torchvision's _blend: clip(f * image + (1 - f) * target)
-        return tf.clip_by_value(factor * image + (1.0 - factor) * target, 0.0, 1.0)
-
+    Each op is `clip(f * x + (1 - f) * target, 0, 1)` with its own factor `f` and a
+    target of 0 (brightness), the image's mean grey (contrast) or each pixel's grey
+    (saturation): one blend per position, with the op chosen per image.
+    """
+    factors = 1.0 - strength + 2.0 * strength * factor_draws  # (n, 3) uniform in [1 - j, 1 + j)
+    if channels != 3:  # saturation leaves non-RGB images alone
+        factors = tf.concat([factors[:, :2], tf.ones_like(factors[:, 2:])], axis=1)
+    factors = tf.cast(factors, x.dtype)  # (n, 3): brightness, contrast, saturation
+    order = tf.argsort(order_draws, axis=1)  # (n, 3): a random permutation per image
     for position in range(3):
-        brightness = blend(x, factors[..., 0], 0.0)
-        contrast = blend(x, factors[..., 1], tf.reduce_mean(_gray(x, channels), axis=[1, 2, 3], keepdims=True))
-        saturation = blend(x, factors[..., 2], _gray(x, channels)) if channels == 3 else x
-        op = order[:, position][:, None, None, None]  # (n, 1, 1, 1): which one comes at this position
-        x = tf.where(op == 0, brightness, tf.where(op == 1, contrast, saturation))
+        op = order[:, position]  # (n,): the op applied at this position
+        factor = tf.gather(factors, op, batch_dims=1)[:, None, None, None]  # (n, 1, 1, 1)
+        gray = _gray(x, channels)  # (n, H, W, 1)
+        mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)  # (n, 1, 1, 1)
+        op = op[:, None, None, None]
+        target = tf.where(op == 0, tf.zeros_like(gray), tf.where(op == 1, mean, gray))  # (n, H, W, 1)
+        x = tf.clip_by_value(factor * x + (1.0 - factor) * target, 0.0, 1.0)
     return x
