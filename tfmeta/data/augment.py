@@ -103,8 +103,9 @@ def augment_episode(episode: Episode, augmentation: Augmentation, seed: int, ste
     """Augments every support and query image of an episode, independently per image.
 
     Task `t` of step `step` (support and query) depends only on
-    `(seed, step, t)`, the augmentation and the images: not on the batch it is
-    in, nor on the other tasks. The labels are returned unchanged.
+    `(seed, step, t)`, the augmentation, the episode's shape and its own
+    images: not on the batch it is in, nor on the other tasks. The labels are
+    returned unchanged.
 
     Args:
         episode: a classification `Episode` of images in `[0, 1]`, batched

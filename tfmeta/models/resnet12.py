@@ -10,8 +10,8 @@ and `WangYueFt/rfs` `models/resnet.py` (`resnet12`, `n_blocks=[1, 1, 1, 1]`).
   block: the references add it whenever the stride is not 1, and all four
   blocks pool by 2); `add -> LeakyReLU(0.1) -> MaxPool 2x2`.
 * Regularisation after the pooling, when `drop_rate > 0`: plain dropout in
-  blocks 1-2, DropBlock in blocks 3-4 (block size 5 on miniImageNet, 2 on
-  CIFAR-FS in MetaOptNet's training script).
+  blocks 1-2, DropBlock in blocks 3-4; both train with `drop_rate=0.1`, block
+  size 5 on mini/tieredImageNet and 2 on CIFAR-FS/FC100.
 * Initialisation: convolutions He-normal with `mode="fan_out"` (PyTorch's
   `kaiming_normal_(mode='fan_out', nonlinearity='leaky_relu')`, i.e. std
   `sqrt(2 / (k*k*out))`); BatchNorm scale 1, offset 0, PyTorch's defaults
@@ -72,8 +72,8 @@ def resnet12(
             standard network (12.4M parameters without the head).
         drop_rate: dropout rate of blocks 1-2 and DropBlock rate of blocks 3-4
             (0: none, the default; the references train with 0.1).
-        dropblock_size: DropBlock's block side (5 for 84x84 inputs, 2 for 32x32
-            as MetaOptNet), clipped to the feature map.
+        dropblock_size: DropBlock's block side (the references: 5 for 84x84
+            inputs, 2 for 32x32), clipped to the feature map.
         dtype: dtype policy of every layer (e.g. `"float64"` for gradient
             checks); None: Keras's default.
         seed: integer seed of the initialisers and the dropout masks (None:
