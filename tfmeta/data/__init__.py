@@ -1,5 +1,6 @@
 """Episodic data: sources of labelled examples, episode sampling and tf.data pipelines."""
 
+from tfmeta.data.augment import AUGMENTATIONS, Augmentation, augment_episode
 from tfmeta.data.episode import Episode
 from tfmeta.data.gp import GPEpisode, gp_log_likelihood, gp_posterior, gp_tasks, gp_test_tasks
 from tfmeta.data.pipeline import episode_dataset
@@ -9,11 +10,14 @@ from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset, read_image_files
 
 __all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
     "ClassDataset",
     "Episode",
     "EpisodeSampler",
     "GPEpisode",
     "TaskShard",
+    "augment_episode",
     "episode_dataset",
     "gp_log_likelihood",
     "gp_posterior",

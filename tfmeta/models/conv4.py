@@ -5,7 +5,7 @@ import keras
 from tfmeta.models.batchnorm import BatchNorm
 
 
-def conv4(ways: int, input_shape=(28, 28, 1), filters: int = 64, dtype=None, seed=None) -> keras.Model:
+def conv4(ways: int | None, input_shape=(28, 28, 1), filters: int = 64, dtype=None, seed=None) -> keras.Model:
     """Conv-4 (Vinyals et al., 2016; Finn et al., 2017), built.
 
     Four blocks of `[Conv2D(filters, 3x3, same) -> BatchNorm -> ReLU ->
@@ -13,8 +13,14 @@ def conv4(ways: int, input_shape=(28, 28, 1), filters: int = 64, dtype=None, see
     the feature map after four blocks is 1x1xfilters. The BatchNorm is
     `tfmeta.models.BatchNorm` (exact second-order meta-gradients).
 
+    With `ways=None` the model stops at `Flatten`: an embedding network for
+    metric learners (Prototypical Networks: 1600 features on 84x84 inputs with
+    64 filters). Its layers, names and initial weights are those of the model
+    with a head, built with the same `seed`, minus the `Dense` layer.
+
     Args:
-        ways: number of classes per task (size of the output layer).
+        ways: number of classes per task (size of the output layer); None:
+            no output layer, the model outputs the flattened features.
         input_shape: `(height, width, channels)` of one example.
         filters: channels of each convolution.
         dtype: dtype policy of every layer (e.g. `"float64"` for gradient
@@ -22,22 +28,28 @@ def conv4(ways: int, input_shape=(28, 28, 1), filters: int = 64, dtype=None, see
         seed: integer seed of the initialisers (None: Keras's global state).
 
     Returns:
-        A built `keras.Sequential` mapping `(n, *input_shape)` to logits `(n, ways)`.
+        A built `keras.Sequential` mapping `(n, *input_shape)` to logits `(n, ways)`,
+        or to features `(n, (H // 16) * (W // 16) * filters)` when `ways` is None.
 
     Raises:
-        ValueError: if `ways` or `filters` is not a positive integer, or the
-            input is too small for four 2x poolings.
+        ValueError: if `ways` is neither None nor a positive integer, `filters`
+            is not a positive integer, or the input is too small for four 2x
+            poolings.
 
     Example:
 
     ```python
     model = tfmeta.models.conv4(ways=5)
     model(tf.zeros([10, 28, 28, 1])).shape   # (10, 5)
+    embedding = tfmeta.models.conv4(ways=None, input_shape=(84, 84, 3))
+    embedding(tf.zeros([10, 84, 84, 3])).shape   # (10, 1600)
     ```
     """
-    for name, value in (("ways", ways), ("filters", filters)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    is_size = lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if ways is not None and not is_size(ways):
+        raise ValueError(f"`ways` must be None or a positive integer. Received: ways={ways!r}")
+    if not is_size(filters):
+        raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
     if len(input_shape) != 3 or min(input_shape[:2]) < 16:
         raise ValueError(
             "`input_shape` must be (height, width, channels) with height and width >= 16 "
@@ -53,8 +65,7 @@ def conv4(ways: int, input_shape=(28, 28, 1), filters: int = 64, dtype=None, see
             keras.layers.ReLU(dtype=dtype, name=f"relu{block}"),
             keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{block}"),
         ]
-    layers += [
-        keras.layers.Flatten(dtype=dtype, name="flatten"),
-        keras.layers.Dense(ways, kernel_initializer=init(4), dtype=dtype, name="logits"),
-    ]
+    layers.append(keras.layers.Flatten(dtype=dtype, name="flatten"))
+    if ways is not None:
+        layers.append(keras.layers.Dense(ways, kernel_initializer=init(4), dtype=dtype, name="logits"))
     return keras.Sequential(layers, name="conv4")
