@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.algorithms.test_maml_gradients import _classification_episode, _fd_relative_errors
-from tfmeta.algorithms import MAML
+from tfmeta.data.episode import Episode
+from tfmeta.learners import MAML
+from tfmeta.testing import finite_difference_error
 from tfmeta.models import BatchNorm, DropBlock, batch_norm_layers, resnet12
 
 TINY = (4, 8, 8, 8)  # channels of the small networks the tests build
@@ -102,7 +103,7 @@ def test_second_order_meta_gradient_matches_finite_differences():
     """Second-order MAML through `stateless_call` on a tiny float64 ResNet-12 (4-8-8-8,
     16x16). One inner step already differentiates every layer twice (a Hessian-vector
     product through the whole network); more steps test the algorithm, which
-    tests/algorithms does on Conv-4 (two steps here cost 5x more time).
+    tests/learners/gradient does on Conv-4 (two steps here cost 5x more time).
 
     Step h = 1e-8, not the 1e-6 of the Conv-4 checks: the meta-loss jumps wherever a
     support-set pre-activation changes sign (the LeakyReLU slope in the inner gradient
@@ -111,7 +112,11 @@ def test_second_order_meta_gradient_matches_finite_differences():
     At 1e-8 none is crossed and float64 rounding stays ~1e-8."""
     model = resnet12(3, input_shape=(16, 16, 1), channels=TINY, dtype="float64", seed=0)
     algo = MAML(model, inner_steps=1, inner_lr=0.3)
-    assert _fd_relative_errors(algo, _classification_episode(5), directions=2, h=1e-8) < 1e-6
+    rng = np.random.default_rng(5)
+    images = lambda n: tf.constant(rng.uniform(size=(n, 16, 16, 1)), tf.float64)
+    labels = tf.constant(np.repeat(np.arange(3), 2).astype(np.int32))
+    episode = Episode(images(6), labels, images(6), labels)
+    assert finite_difference_error(algo, episode, directions=2, h=1e-8) < 1e-6
 
 
 def test_stateless_call_with_dropblock_is_seeded_and_carries_the_seed_state():

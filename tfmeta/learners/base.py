@@ -112,6 +112,17 @@ def check_steps(name: str, value, allow_zero: bool = False) -> int:
     return value
 
 
+def check_positive(name: str, value) -> float:
+    """Returns `value` as a float if it is a positive number (a learning rate, a scale).
+
+    Raises:
+        ValueError: otherwise, naming `name`.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    return float(value)
+
+
 def map_over_tasks(fn, episodes: Episode, output_signature):
     """Runs `fn(task_episode)` on every task of a meta-batch with `tf.map_fn`.
 

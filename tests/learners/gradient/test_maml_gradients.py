@@ -10,6 +10,7 @@ import tfmeta
 from tfmeta.learners import ANIL, MAML, MetaSGD
 from tfmeta.data.episode import Episode
 from tfmeta.models import BatchNorm, conv4, mlp
+from tfmeta.testing import finite_difference_error
 
 
 def _regression_episode(seed, shots=6, queries=7):
@@ -43,51 +44,23 @@ def _tiny_conv(norm_layer, ways=3, size=16, filters=2):
     return keras.Sequential(layers)
 
 
-def _fd_relative_errors(algo, episode, directions=3, h=1e-6, seed=0, step=0):
-    """Relative errors of directional derivatives: tape (meta_gradients) vs central FD of task_loss,
-    at the loop's meta-update `step` (the multi-step loss weights depend on it)."""
-    variables = algo.meta_variables
-    grads, _, _ = algo.meta_gradients(Episode(*(t[None] for t in episode)), step=step)
-    rng = np.random.default_rng(seed)
-    base = [v.numpy() for v in variables]
-
-    def loss_at(offset):
-        for v, b, d in zip(variables, base, offset):
-            v.assign(b + d)
-        return float(algo.task_loss(episode, step=step).loss)
-
-    errors = []
-    try:
-        for _ in range(directions):
-            direction = [rng.standard_normal(b.shape) for b in base]
-            analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
-            plus = loss_at([h * d for d in direction])
-            minus = loss_at([-h * d for d in direction])
-            numeric = (plus - minus) / (2 * h)
-            errors.append(abs(analytic - numeric) / max(abs(numeric), 1e-8))
-    finally:
-        for v, b in zip(variables, base):
-            v.assign(b)
-    return max(errors)
-
-
 @pytest.mark.parametrize("steps", [1, 3])
 def test_second_order_matches_finite_differences_mlp(steps):
     model = mlp(hidden=(8, 8), dtype="float64", seed=1)
     algo = MAML(model, task="regression", inner_steps=steps, inner_lr=0.05)
-    assert _fd_relative_errors(algo, _regression_episode(0)) < 1e-6
+    assert finite_difference_error(algo, _regression_episode(0)) < 1e-6
 
 
 @pytest.mark.parametrize("steps", [1, 3])
 def test_second_order_matches_finite_differences_conv_with_tfmeta_batchnorm(steps):
     algo = MAML(_tiny_conv(BatchNorm), inner_steps=steps, inner_lr=0.3)
-    assert _fd_relative_errors(algo, _classification_episode(1)) < 1e-6
+    assert finite_difference_error(algo, _classification_episode(1)) < 1e-6
 
 
 def test_builtin_conv4_matches_finite_differences():
     model = conv4(ways=3, input_shape=(16, 16, 1), filters=2, dtype="float64", seed=0)
     algo = MAML(model, inner_steps=2, inner_lr=0.3)
-    assert _fd_relative_errors(algo, _classification_episode(2), directions=2) < 1e-6
+    assert finite_difference_error(algo, _classification_episode(2), directions=2) < 1e-6
 
 
 def test_maml_plus_plus_matches_finite_differences():
@@ -100,7 +73,7 @@ def test_maml_plus_plus_matches_finite_differences():
         scale = np.linspace(0.8, 1.2, copy.shape[0]).reshape((-1,) + (1,) * (len(copy.shape) - 1))
         copy.assign((copy.numpy() + 0.1) * scale)
     # step 1000 of msl_anneal_steps=5000: the multi-step loss weights are part-way through their annealing.
-    assert _fd_relative_errors(algo, _classification_episode(3), step=1000) < 1e-6
+    assert finite_difference_error(algo, _classification_episode(3), step=1000) < 1e-6
 
 
 @pytest.mark.parametrize("steps", [1, 2])
@@ -110,20 +83,20 @@ def test_metasgd_matches_finite_differences(steps):
     for alpha in algo.extra_variables:  # distinct rates per parameter (they start all equal)
         alpha.assign(alpha.numpy() * np.random.default_rng(1).uniform(0.5, 1.5, alpha.shape))
     assert len(algo.meta_variables) == 2 * len(algo.model.trainable_variables)
-    assert _fd_relative_errors(algo, _regression_episode(5)) < 1e-6
+    assert finite_difference_error(algo, _regression_episode(5)) < 1e-6
 
 
 def test_anil_matches_finite_differences():
     """Only the head adapts; the body's meta-gradient flows through the adapted head (second order)."""
     algo = ANIL(_tiny_conv(BatchNorm), inner_steps=2, inner_lr=0.3)
     assert len(algo.adapted_variables) == 2  # the Dense head's kernel and bias
-    assert _fd_relative_errors(algo, _classification_episode(6)) < 1e-6
+    assert finite_difference_error(algo, _classification_episode(6)) < 1e-6
 
 
 def test_keras_batchnorm_second_order_is_wrong_ours_is_exact():
     episode = _classification_episode(4)
-    keras_error = _fd_relative_errors(MAML(_tiny_conv(keras.layers.BatchNormalization), inner_lr=0.3), episode)
-    ours_error = _fd_relative_errors(MAML(_tiny_conv(BatchNorm), inner_lr=0.3), episode)
+    keras_error = finite_difference_error(MAML(_tiny_conv(keras.layers.BatchNormalization), inner_lr=0.3), episode)
+    ours_error = finite_difference_error(MAML(_tiny_conv(BatchNorm), inner_lr=0.3), episode)
     assert keras_error > 1e-4, keras_error
     assert ours_error < 1e-6, ours_error
 

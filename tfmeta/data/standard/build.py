@@ -150,6 +150,31 @@ def find_folders(names: Sequence[str], roots: Sequence[pathlib.Path]) -> dict[st
     return found
 
 
+def class_folder_files(dataset: str, root: pathlib.Path, wanted) -> dict[str, list[pathlib.Path]]:
+    """The class-folder layout (`<root>/<part>/<class>/` or `<root>/<class>/`): each wanted class's image files.
+
+    Args:
+        dataset: the data set's name (for messages).
+        root: the data folder.
+        wanted: `{part: class names}`.
+
+    Raises:
+        FileNotFoundError: if a class folder is missing or holds no image (named).
+    """
+    files = {}
+    for part in PARTS:
+        roots = [root / part, root]
+        folders = find_folders(wanted[part], roots)
+        missing = [name for name in wanted[part] if name not in folders]
+        if missing:
+            raise missing_classes(dataset, part, missing, len(wanted[part]), " and ".join(map(str, roots)), root)
+        for name, folder in folders.items():
+            files[name] = image_files(folder)
+            if not files[name]:
+                raise FileNotFoundError(f"{dataset}: the class folder {folder} holds no image. Received: data_dir={root}")
+    return files
+
+
 def check_data_dir(dataset: str, data_dir) -> pathlib.Path:
     """`data_dir` as a path to an existing folder.
 

@@ -74,7 +74,7 @@ def load_mini_imagenet(
     if (root / "images").is_dir():
         files, listed_in = _images_folder(root, wanted)
     else:
-        files, listed_in = _class_folders(root, wanted), []
+        files, listed_in = build.class_folder_files(NAME, root, wanted), []
     for part in build.PARTS:
         for wnid in wanted[part]:
             if images_per_class is not None and len(files[wnid]) != images_per_class:
@@ -121,19 +121,3 @@ def _images_folder(root: pathlib.Path, wanted) -> tuple[dict[str, list[pathlib.P
                 )
             files[wnid] = [images / name for name in names]
     return files, csvs
-
-
-def _class_folders(root: pathlib.Path, wanted) -> dict[str, list[pathlib.Path]]:
-    """The class-folder layout: each wanted class's files."""
-    files = {}
-    for part in build.PARTS:
-        roots = [root / part, root]
-        folders = build.find_folders(wanted[part], roots)
-        missing = [wnid for wnid in wanted[part] if wnid not in folders]
-        if missing:
-            raise build.missing_classes(NAME, part, missing, len(wanted[part]), " and ".join(map(str, roots)), root)
-        for wnid, folder in folders.items():
-            files[wnid] = build.image_files(folder)
-            if not files[wnid]:
-                raise FileNotFoundError(f"{NAME}: the class folder {folder} holds no image. Received: data_dir={root}")
-    return files

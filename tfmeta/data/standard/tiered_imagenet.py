@@ -100,26 +100,11 @@ def load_tiered_imagenet(
             return _pickle_parts(root, wanted, category), _PickleReader()
 
         return build.build_split("tiered_imagenet", prepare, size, cache_dir, cache.fingerprint_files(used), settings)
-    files = _class_folders(root, wanted)
+    files = build.class_folder_files(NAME, root, wanted)
     parts = {part: [build.ClassItems(w, category[w], files[w]) for w in wanted[part]] for part in build.PARTS}
     fingerprint = cache.fingerprint_files([f for fs in files.values() for f in fs])
     return build.build_split("tiered_imagenet", lambda: (parts, build.read_image_file), size, cache_dir, fingerprint,
                              settings)
-
-
-def _class_folders(root: pathlib.Path, wanted) -> dict[str, list[pathlib.Path]]:
-    files = {}
-    for part in build.PARTS:
-        roots = [root / part, root]
-        folders = build.find_folders(wanted[part], roots)
-        missing = [wnid for wnid in wanted[part] if wnid not in folders]
-        if missing:
-            raise build.missing_classes(NAME, part, missing, len(wanted[part]), " and ".join(map(str, roots)), root)
-        for wnid, folder in folders.items():
-            files[wnid] = build.image_files(folder)
-            if not files[wnid]:
-                raise FileNotFoundError(f"{NAME}: the class folder {folder} holds no image. Received: data_dir={root}")
-    return files
 
 
 def _load_pickle(path: pathlib.Path):

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta.data.episode import Episode
-from tfmeta.learners.base import CLASSIFICATION, Learner, TaskLoss, Weights, check_steps
+from tfmeta.learners.base import CLASSIFICATION, Learner, TaskLoss, Weights, check_positive, check_steps
 from tfmeta.learners.gradient import rates as rates_lib
 from tfmeta.learners.gradient.inner_loop import adapt_network
 from tfmeta.learners.gradient.per_step import PerStepBatchNorm
@@ -134,8 +134,7 @@ class MAML(Learner):
             check_steps("eval_inner_steps", eval_inner_steps, allow_zero=True)
         check_steps("msl_anneal_steps", msl_anneal_steps)
         check_steps("first_order_steps", first_order_steps, allow_zero=True)
-        if not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool) or not inner_lr > 0:
-            raise ValueError(f"`inner_lr` must be a positive number. Received: inner_lr={inner_lr!r}")
+        check_positive("inner_lr", inner_lr)
         if learn_inner_lr not in _LEARNED_RATES:
             raise ValueError(
                 f"`learn_inner_lr` must be False, True, {rates_lib.PER_LAYER_PER_STEP!r} or "

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta.data.episode import Episode
-from tfmeta.learners.base import CLASSIFICATION, Learner, TaskLoss, Weights, check_steps
+from tfmeta.learners.base import CLASSIFICATION, Learner, TaskLoss, Weights, check_positive, check_steps
 from tfmeta.learners.gradient.inner_loop import adapt_network
 
 
@@ -55,8 +55,7 @@ class Reptile(Learner):
         check_steps("inner_steps", inner_steps)
         if eval_inner_steps is not None:
             check_steps("eval_inner_steps", eval_inner_steps, allow_zero=True)
-        if not isinstance(inner_lr, (int, float)) or isinstance(inner_lr, bool) or not inner_lr > 0:
-            raise ValueError(f"`inner_lr` must be a positive number. Received: inner_lr={inner_lr!r}")
+        check_positive("inner_lr", inner_lr)
         super().__init__(model, task, name=name)
         self.inner_steps = inner_steps
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
