@@ -48,8 +48,9 @@ class Evaluator:
 
     Args:
         learner: a `tfmeta.learners.Learner`.
-        training: passed to the network; True (the default, as in MAML's
-            reference code) uses batch statistics in BatchNorm.
+        training: passed to the network: True uses batch statistics in
+            BatchNorm (as in MAML's reference code), False the moving
+            statistics; None: the learner's `training_at_test`.
 
     Raises:
         TypeError: if `learner` is not a `Learner`.
@@ -65,11 +66,11 @@ class Evaluator:
 
     NUM_EPISODES_KEY = NUM_EPISODES_KEY
 
-    def __init__(self, learner: Learner, training: bool = True):
+    def __init__(self, learner: Learner, training: bool | None = None):
         if not isinstance(learner, Learner):
             raise TypeError(f"`learner` must be a tfmeta Learner. Received: learner={type(learner).__name__}")
         self.learner = learner
-        self.training = training
+        self.training = learner.training_at_test if training is None else training
         self._functions = {}
         self.trace_counts = {}  # steps -> number of Python traces
 
@@ -126,7 +127,7 @@ class Evaluator:
         return results
 
 
-def evaluate(learner: Learner, dataset, num_episodes: int = 600, steps=None, training: bool = True) -> dict:
+def evaluate(learner: Learner, dataset, num_episodes: int = 600, steps=None, training: bool | None = None) -> dict:
     """Evaluates a learner on test tasks: mean ± 95% CI per metric (see `Evaluator.evaluate`).
 
     Each call compiles its own function; to evaluate several times, keep one

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 
 from tfmeta.learners import registry
-from tfmeta.training.config import MIXED_PRECISION_POLICIES, STRATEGIES, MetaTrainConfig
+from tfmeta.training.config import DISTANCES, HEADS, MIXED_PRECISION_POLICIES, STRATEGIES, MetaTrainConfig
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks on errors and TensorFlow's log lines.")
 
@@ -51,7 +51,28 @@ _HELP = {
                 "--meta_batch_size is global: each replica gets meta_batch_size/replicas tasks.",
     "devices": "Devices of --strategy=mirrored, comma-separated (e.g. GPU:0,GPU:1); default all local GPUs.",
     "mixed_precision": "none | mixed_float16 (loss-scaled) | mixed_bfloat16: 16-bit compute, float32 variables.",
+    "backbone": "Network of image tasks: conv4, conv4_32, resnet12 or package.module:factory.",
+    "train_ways": "Classes per training episode (default: --ways).",
+    "train_shots": "Support examples per class in training episodes (default: --shots).",
+    "train_queries": "Query examples per class in training episodes (default: --queries).",
+    "distance": "Prototypical Networks: euclidean (squared) or cosine.",
+    "fce": "Matching Networks: full context embeddings (bidirectional LSTM, attention LSTM).",
+    "head": "Fine-tuning baselines: the head fitted on the support set: linear, cosine (Baseline++) or logreg.",
+    "max_ways": "Export: the most classes one request may hold (learners that serve any number).",
+    "max_shots": "Export: the most support examples of one class a request may hold.",
 }
+
+# The flags of each kind of trainer (each a MetaTrainConfig field of the same name).
+COMMON_FIELDS = ("dataset", "data_dir", "ways", "shots", "queries", "meta_batch_size", "meta_lr", "num_iterations",
+                 "eval_every", "eval_episodes", "seed", "workdir", "export_dir", "export_name", "resume", "strategy",
+                 "devices", "mixed_precision", "backbone")
+GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "first_order", "multi_step_loss",
+                   "msl_anneal_steps")
+METRIC_FIELDS = ("train_ways", "train_shots", "train_queries", "max_ways", "max_shots")
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
+ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS}
+_defined = []  # the flags define_flags defined
+_defaults = {}  # every field's value when it has no flag: the trainer's defaults
 
 
 def define_thread_flags() -> None:
@@ -73,30 +94,42 @@ def configure_threads() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(flags.FLAGS.inter_op_threads)
 
 
-def define_flags() -> None:
-    """Defines one absl flag per `MetaTrainConfig` field, and the thread flags."""
+def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
+    """Defines one absl flag per listed `MetaTrainConfig` field, and the thread flags.
+
+    Args:
+        fields: the config fields this trainer exposes (the others keep the
+            config's defaults).
+        defaults: the trainer's defaults where they differ from the config's
+            (data, e.g. `tfmeta.training.presets.TRAINER_DEFAULTS["protonet"]`).
+    """
     define_thread_flags()
-    for name, default in _DEFAULTS.items():
-        help_text = _HELP[name]
+    defaults = {**_DEFAULTS, **(defaults or {})}
+    for name in fields:
+        default, help_text, kind = defaults[name], _HELP[name], _FIELD_TYPES[name]
         if name == "variant":
             flags.DEFINE_enum(name, default, registry.names(), help_text)
         elif name == "strategy":
             flags.DEFINE_enum(name, default, STRATEGIES, help_text)
-        elif name == "mixed_precision":
-            flags.DEFINE_enum(name, default, MIXED_PRECISION_POLICIES, help_text)
-        elif isinstance(default, bool):
+        elif name in ENUMS:
+            flags.DEFINE_enum(name, default, ENUMS[name], help_text)
+        elif kind is bool:
             flags.DEFINE_boolean(name, default, help_text)
-        elif isinstance(default, int):
+        elif kind in (int, int | None):
             flags.DEFINE_integer(name, default, help_text)
-        elif isinstance(default, float):
+        elif kind is float:
             flags.DEFINE_float(name, default, help_text)
         else:
             flags.DEFINE_string(name, default, help_text)
+        _defined.append(name)
+    _defaults.update({name: defaults[name] for name in _DEFAULTS})
 
 
 def config_from_flags(**fixed) -> MetaTrainConfig:
-    """The `MetaTrainConfig` the command line describes (with `fixed` fields forced)."""
-    values = {name: flags.FLAGS[name].value for name in _DEFAULTS}
+    """The `MetaTrainConfig` the command line describes (with `fixed` fields forced): the
+    trainer's flags, its defaults for the fields it does not expose."""
+    values = dict(_defaults)
+    values.update({name: flags.FLAGS[name].value for name in _defined})
     values.update(fixed)
     return MetaTrainConfig(**values)
 

@@ -42,9 +42,12 @@ def _tasks(batch: int, seed: int) -> Episode:
 
 
 def build(name: str, seed: int = 0) -> learners.Learner:
+    """The learner on an MLP: a `WAYS`-wide head for the gradient family, a 16-wide embedding otherwise."""
     keras.utils.set_random_seed(seed)
-    return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=WAYS, seed=seed),
-                          **KWARGS.get(name, DEFAULT_KWARGS))
+    if learners.entry(name).family == "gradient":
+        return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=WAYS, seed=seed),
+                              **KWARGS.get(name, DEFAULT_KWARGS))
+    return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=16, seed=seed), **KWARGS.get(name, {}))
 
 
 def meta_train(learner: learners.Learner, steps: int = 60, learning_rate: float = 3e-3) -> None:

@@ -41,8 +41,10 @@ def trainer(variant, strategy, workdir):
                              meta_batch_size=META_BATCH, inner_lr=0.1, meta_lr=1e-3, num_iterations=STEPS,
                              eval_every=STEPS, eval_episodes=4, workdir=str(workdir), variant=variant)
     data = source()
-    kwargs = dict(inner_steps=2, inner_lr=0.1) if variant in ("maml++", "reptile") else dict(inner_steps=1, inner_lr=0.1)
-    build = lambda: learners.build(variant, models.conv4(WAYS, input_shape=(16, 16, 1), filters=8), **kwargs)
+    gradient = learners.entry(variant).family == "gradient"
+    kwargs = dict(inner_steps=2 if variant in ("maml++", "reptile") else 1, inner_lr=0.1) if gradient else {}
+    head = WAYS if gradient else None  # metric learners: an embedding
+    build = lambda: learners.build(variant, models.conv4(head, input_shape=(16, 16, 1), filters=8), **kwargs)
     stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3, start_step=start,
                                                 input_context=ctx)
     return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream

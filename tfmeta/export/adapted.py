@@ -80,7 +80,7 @@ def export_adapted_classifier(
     export_root="saved_models",
     name: str = "adapted_classifier",
     model_card: dict | None = None,
-    training: bool = True,
+    training: bool | None = None,
     input_shape=None,
     preprocessing: dict | None = None,
 ) -> pathlib.Path:
@@ -92,9 +92,9 @@ def export_adapted_classifier(
         class_names: one name per class; `class_names[i]` names class `i`.
         export_root, name, model_card, input_shape, preprocessing: as in
             `export_few_shot_classifier`.
-        training: passed to the network. True (the default, as MAML is
-            evaluated) normalises with the statistics of the request's batch:
-            send a batch of several images, not one at a time.
+        training: passed to the network (None: the learner's
+            `training_at_test`). True (MAML) normalises with the statistics of
+            the request's batch: send a batch of several images, not one at a time.
 
     Returns:
         The path of the new version directory.
@@ -111,6 +111,7 @@ def export_adapted_classifier(
     ```
     """
     check_export_arguments(learner, CLASSIFICATION, name, model_card)
+    training = learner.training_at_test if training is None else training
     example_shape = example_shape_of(learner, input_shape)
     dummy = tf.zeros((2,) + example_shape, learner.model.compute_dtype)
     ways = int(learner.predict(task_state, dummy, training=False).shape[-1])

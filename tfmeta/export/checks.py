@@ -117,6 +117,21 @@ def check_labels(labels, name: str, ways: int, any_ways: bool = False) -> list:
     return [range_check, present]
 
 
+def check_shots(labels, name: str, max_shots: int) -> list:
+    """Checks no class has more than `max_shots` examples in `labels`."""
+    labels = tf.reshape(labels, [-1])
+    counts = tf.math.bincount(labels, dtype=tf.int32)
+    return [
+        tf.debugging.Assert(
+            tf.reduce_all(counts <= max_shots),
+            [f"`{name}` may hold at most {max_shots} examples of a class (this model's max_shots). "
+             "Received examples per class:", counts],
+            summarize=64,
+            name=f"check_{name}_shots",
+        )
+    ]
+
+
 def with_checks(checks: list, *tensors):
     """Returns `tensors` behind `checks` (identity ops depending on them)."""
     with tf.control_dependencies(checks):

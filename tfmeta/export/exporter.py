@@ -101,7 +101,7 @@ def classifier_outputs(logits) -> dict:
     }
 
 
-def _signature_card(concrete) -> dict:
+def _signature_card(concrete, key: str = SIGNATURE_KEY) -> dict:
     inputs = {
         spec.name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
         for spec in tf.nest.flatten(concrete.structured_input_signature)
@@ -110,11 +110,11 @@ def _signature_card(concrete) -> dict:
         name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
         for name, spec in concrete.structured_outputs.items()
     }
-    return {"key": SIGNATURE_KEY, "inputs": inputs, "outputs": outputs}
+    return {"key": key, "inputs": inputs, "outputs": outputs}
 
 
 def save_export(module: tf.Module, kind: str, export_root, name: str, computed: dict,
-                model_card: dict | None, functions=()) -> pathlib.Path:
+                model_card: dict | None, functions=(), signatures: dict | None = None) -> pathlib.Path:
     """Saves `module` as the next version of `<export_root>/<name>`, with its model card.
 
     Args:
@@ -128,21 +128,26 @@ def save_export(module: tf.Module, kind: str, export_root, name: str, computed: 
         model_card: the caller's model-card fields (take precedence).
         functions: the module's other `tf.function`s with input signatures
             (saved with it; their variables are tracked too).
+        signatures: more named signatures besides `serving_default` (e.g.
+            `{"embed": module.embed}`), listed in the model card.
 
     Returns:
         The new version directory.
     """
     concrete = module.serve.get_concrete_function()
+    more = {key: f.get_concrete_function() for key, f in (signatures or {}).items()}
     known = {id(v) for v in module.learner_variables}
     captured = []
-    for function in [concrete] + [f.get_concrete_function() for f in functions]:
+    for function in [concrete] + [f.get_concrete_function() for f in functions] + list(more.values()):
         for v in function.variables:  # every variable the graph reads
             if id(v) not in known:
                 known.add(id(v))
                 captured.append(v)
     module.captured_variables = captured
     card = build_model_card(kind, _signature_card(concrete), computed, model_card)
+    if more:
+        card["signatures"] = {key: _signature_card(c, key) for key, c in more.items()}
     with staged_version(export_root, name) as (tmp, result):
-        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_KEY: concrete})
+        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_KEY: concrete, **more})
         write_model_card(tmp, card)
     return result["path"]

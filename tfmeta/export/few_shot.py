@@ -49,9 +49,12 @@ class FewShotModule(tf.Module):
         training: passed to the network.
         max_ways: classes a request may hold: the head size of a fixed-ways
             classifier; the maximum for `any_ways` learners; 1 for regressors.
+        max_shots: the most support examples of one class a request may hold
+            (None: no limit).
     """
 
-    def __init__(self, learner: Learner, example_shape, steps, training: bool, max_ways: int):
+    def __init__(self, learner: Learner, example_shape, steps, training: bool, max_ways: int,
+                 max_shots: int | None = None):
         super().__init__(name=f"few_shot_{learner.task}")
         self.learner_variables = tf_variables(learner.variables)
         classifier = learner.task == CLASSIFICATION
@@ -70,6 +73,8 @@ class FewShotModule(tf.Module):
                 guards += checks.check_rank(support_y, y_name, 1, "[batch]")
                 guards += checks.check_same_batch(support_x, x_name, support_y, y_name)
                 guards += checks.check_labels(support_y, y_name, max_ways, any_ways=learner.any_ways)
+                if max_shots is not None:
+                    guards += checks.check_shots(support_y, y_name, max_shots)
             else:
                 guards += checks.check_rank(support_y, y_name, 2, "[batch, 1]")
                 guards += checks.check_batch(support_y, y_name, (1,))
@@ -111,11 +116,21 @@ class FewShotModule(tf.Module):
             return outputs_of(learner.predict(state, tf.cast(query_x, dtype), training=training))
 
         self.serve, self.adapt_task, self.predict_task = serve, adapt_task, predict_task
+        self.extra_signatures = {}
+        if learner.has_embedding:  # clients that index classes themselves
+            @tf.function(input_signature=[tf.TensorSpec((None,) + example_shape, tf.float32, "images")])
+            def embed(images):
+                images = checks.with_checks(checks.check_batch(images, "images", example_shape), images)
+                return {"embeddings": tf.cast(learner.embed(tf.cast(images, dtype), training=training), tf.float32)}
+
+            self.embed = embed
+            self.extra_signatures["embed"] = embed
 
 
 def _export_few_shot(learner, task, kind, export_root, name, model_card, inner_steps, training, input_shape,
-                     preprocessing, max_ways=None) -> pathlib.Path:
+                     preprocessing, max_ways=None, max_shots=None) -> pathlib.Path:
     check_export_arguments(learner, task, name, model_card)
+    training = learner.training_at_test if training is None else training
     example_shape = example_shape_of(learner, input_shape)
     if inner_steps is not None:
         learner.check_adapt_steps(inner_steps)
@@ -131,14 +146,17 @@ def _export_few_shot(learner, task, kind, export_root, name, model_card, inner_s
             )
     else:
         ways = 1
-    module = FewShotModule(learner, example_shape, steps, training, ways)
+    max_shots = max_shots if task == CLASSIFICATION and learner.any_ways else None
+    module = FewShotModule(learner, example_shape, steps, training, ways, max_shots)
     computed = learner_card(learner, example_shape, preprocessing, training)
     computed["inner_steps"] = steps
     if task == CLASSIFICATION:
         computed["ways"] = ways
         computed["any_ways"] = bool(learner.any_ways)
+        if max_shots is not None:
+            computed["max_shots"] = int(max_shots)
     return save_export(module, kind, export_root, name, computed, model_card,
-                       functions=(module.adapt_task, module.predict_task))
+                       functions=(module.adapt_task, module.predict_task), signatures=module.extra_signatures)
 
 
 def export_few_shot_classifier(
@@ -147,10 +165,11 @@ def export_few_shot_classifier(
     name: str = "few_shot_classifier",
     model_card: dict | None = None,
     inner_steps: int | None = None,
-    training: bool = True,
+    training: bool | None = None,
     input_shape=None,
     preprocessing: dict | None = None,
     max_ways: int | None = None,
+    max_shots: int | None = None,
 ) -> pathlib.Path:
     """Exports an "adapt and predict" few-shot classifier.
 
@@ -160,7 +179,9 @@ def export_few_shot_classifier(
     the graph (MAML's inner steps, with learned per-step rates where the
     learner has them) and returns `logits` float32 `[Q, N]`, `probabilities`
     float32 `[Q, N]` and `classes` int64 `[Q]`. N is the network's head size
-    (fixed), or any number up to `max_ways` for learners that allow it.
+    (fixed), or any number up to `max_ways` for learners that allow it (metric
+    learners), with any number of shots per class. Learners with an embedding
+    (`has_embedding`) also get an `embed` signature: `images` -> `embeddings`.
 
     Args:
         learner: a classification `Learner` (e.g. `tfmeta.learners.MAML`).
@@ -170,12 +191,16 @@ def export_few_shot_classifier(
             "evaluation": {...}, "shots": 1}`.
         inner_steps: adaptation steps per request (default: the learner's
             `eval_steps`); only for learners that adapt in steps.
-        training: passed to the network (BatchNorm uses batch statistics when
-            True, as during meta-training).
+        training: passed to the network: True, BatchNorm on the request's batch
+            statistics (as MAML is meta-trained); False, on the moving
+            statistics; None: the learner's `training_at_test`.
         input_shape: `(H, W, C)` when the network has no defined input shape.
         preprocessing: how clients must read images (`Preprocessing.to_dict()`
             of the training data); default: resize to the input size, not inverted.
-        max_ways: for learners that serve any number of classes, the largest N.
+        max_ways: for learners that serve any number of classes, the largest N
+            (`ways` in the model card); ignored for a fixed head.
+        max_shots: for those learners, the most support examples of one class
+            (None: no limit).
 
     Returns:
         The path of the new version directory.
@@ -195,7 +220,7 @@ def export_few_shot_classifier(
     ```
     """
     return _export_few_shot(learner, CLASSIFICATION, "few_shot_classifier", export_root, name, model_card,
-                            inner_steps, training, input_shape, preprocessing, max_ways)
+                            inner_steps, training, input_shape, preprocessing, max_ways, max_shots)
 
 
 def export_few_shot_regressor(
@@ -204,7 +229,7 @@ def export_few_shot_regressor(
     name: str = "few_shot_regressor",
     model_card: dict | None = None,
     inner_steps: int | None = None,
-    training: bool = True,
+    training: bool | None = None,
     input_shape=None,
 ) -> pathlib.Path:
     """Exports an "adapt and predict" few-shot regressor.

@@ -196,6 +196,13 @@ class Learner(abc.ABC):
     # Whether one classification export serves any number of classes per
     # request (metric learners) rather than the fixed head size `ways`.
     any_ways = False
+    # Whether the network runs with `training=True` at evaluation and in served
+    # models: BatchNorm on the batch's statistics (transductive, as MAML is
+    # evaluated), or on its moving statistics (metric learners, as Snell et al.).
+    training_at_test = True
+    # Whether `embed` maps examples to the space the learner compares in (metric
+    # learners): exports then also serve an `embed` signature.
+    has_embedding = False
 
     def __init__(self, model: keras.Model, task: str = CLASSIFICATION, name: str | None = None):
         if not isinstance(model, keras.Model):
@@ -328,6 +335,14 @@ class Learner(abc.ABC):
         if self.task != CLASSIFICATION or self.any_ways:
             return None
         return int(self.model.outputs[0].shape[-1]) if self.model.outputs else None
+
+    def embed(self, x, training: bool = False):
+        """Embeddings `(n, E)` of examples, for learners with `has_embedding`.
+
+        Raises:
+            NotImplementedError: for learners without an embedding.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no embedding (has_embedding is False).")
 
     # ------------------------------------------------------------ evaluation
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from tfmeta.learners.base import Learner
 from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
+from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
@@ -97,6 +98,9 @@ for _name, _build, _description in (
     ("reptile", Reptile, "Reptile (Nichol et al. 2018): SGD on the support set, step towards the result"),
 ):
     register(_name, "gradient", _build, _description)
+
+register("protonet", "metric", PrototypicalNetwork,
+         "Prototypical Networks (Snell et al. 2017): nearest class mean of the embeddings")
 
 
 def names(family: str | None = None) -> tuple:

@@ -11,7 +11,11 @@ def conv4(ways: int | None, input_shape=(28, 28, 1), filters: int = 64, dtype=No
     Four blocks of `[Conv2D(filters, 3x3, same) -> BatchNorm -> ReLU ->
     MaxPool(2)]`, then `Flatten -> Dense(ways)` (logits). On Omniglot 28x28x1
     the feature map after four blocks is 1x1xfilters. The BatchNorm is
-    `tfmeta.models.BatchNorm` (exact second-order meta-gradients).
+    `tfmeta.models.BatchNorm` (exact second-order meta-gradients), its moving
+    statistics updated with momentum 0.9 (PyTorch's default, which the
+    reference few-shot code uses; they matter to learners evaluated on them,
+    such as Prototypical Networks, not to MAML, which normalises with the
+    batch's statistics).
 
     With `ways=None` the model stops at `Flatten`: an embedding network for
     metric learners (Prototypical Networks: 1600 features on 84x84 inputs with
@@ -61,7 +65,7 @@ def conv4(ways: int | None, input_shape=(28, 28, 1), filters: int = 64, dtype=No
         layers += [
             keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=init(block), dtype=dtype,
                                 name=f"conv{block}"),
-            BatchNorm(dtype=dtype, name=f"bn{block}"),
+            BatchNorm(momentum=0.9, dtype=dtype, name=f"bn{block}"),
             keras.layers.ReLU(dtype=dtype, name=f"relu{block}"),
             keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{block}"),
         ]

@@ -8,6 +8,8 @@ import re
 from tfmeta.learners import registry
 
 DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
+DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
+HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 
@@ -17,7 +19,7 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 # meta-batch at any replica count (equal up to float round-off).
 RESUMABLE_FIELDS = frozenset(
     {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "export_name", "resume", "data_dir",
-     "strategy", "devices"}
+     "strategy", "devices", "max_ways", "max_shots"}
 )
 
 
@@ -51,8 +53,9 @@ class MetaTrainConfig:
             every inner step, the weights annealed towards the last step.
         msl_anneal_steps: meta-updates over which the multi-step loss
             weights are annealed (MAML++: 5,000).
-        variant: one of `"maml"`, `"fomaml"`, `"anil"`, `"metasgd"`,
-            `"maml++"`, `"reptile"`.
+        variant: the learner, a registry name (`tfmeta.learners.names()`):
+            `"maml"`, `"fomaml"`, `"anil"`, `"metasgd"`, `"maml++"`,
+            `"reptile"`, `"protonet"`, ...
         num_iterations: number of meta-updates in total (also when resuming).
         eval_every: steps between checkpoints and validation evaluations.
         eval_episodes: tasks for each evaluation (final test: at least this).
@@ -78,6 +81,25 @@ class MetaTrainConfig:
             (`"GPU:0,GPU:1"`); None: all local GPUs.
         mixed_precision: `"none"`, `"mixed_float16"` (with loss scaling) or
             `"mixed_bfloat16"`: 16-bit computation, float32 variables.
+        backbone: the network of image tasks (`tfmeta.models.build_backbone`):
+            `"conv4"`, `"conv4_32"`, `"resnet12"` or `"package.module:factory"`;
+            with a head of `ways` outputs for the gradient family, without one
+            (an embedding) for the metric family.
+        train_ways, train_shots, train_queries: the training episodes' shape
+            when it differs from the test episodes' (`ways`, `shots`,
+            `queries`; None: the same). Snell et al. train Omniglot
+            Prototypical Networks on 60-way episodes with 5 queries per class.
+            The gradient family's head is `ways` wide: `train_ways` must equal it.
+        distance: Prototypical Networks: `"euclidean"` (squared) or `"cosine"`.
+        fce: Matching Networks: full context embeddings (a bidirectional LSTM
+            over the support embeddings, an attention LSTM for the queries).
+        head: fine-tuning baselines: the head fitted on the support set at test
+            time, `"linear"` (Baseline), `"cosine"` (Baseline++) or `"logreg"`
+            (logistic regression on L2-normalised features, Tian et al.).
+        max_ways, max_shots: the largest number of classes, and of examples per
+            class, one request to an export of a learner that serves any number
+            of classes may hold (written in the model card; above them, a
+            request is rejected).
     """
 
     dataset: str = "sinusoid"
@@ -105,6 +127,15 @@ class MetaTrainConfig:
     strategy: str = "default"
     devices: str | None = None
     mixed_precision: str = "none"
+    backbone: str = "conv4"
+    train_ways: int | None = None
+    train_shots: int | None = None
+    train_queries: int | None = None
+    distance: str = "euclidean"
+    fce: bool = False
+    head: str = "logreg"
+    max_ways: int = 100
+    max_shots: int = 100
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -132,6 +163,30 @@ class MetaTrainConfig:
             raise ValueError(
                 f"`variant` must be one of {', '.join(registry.names())}. Received: variant={self.variant!r}"
             )
+        for name, low in (("train_ways", 2), ("train_shots", 1), ("train_queries", 1), ("max_ways", 2),
+                          ("max_shots", 1)):
+            value = getattr(self, name)
+            if value is None and name.startswith("train_"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
+        family = registry.entry(self.variant).family
+        if family == "gradient" and self.train_ways not in (None, self.ways):
+            raise ValueError(
+                f"{self.variant}'s head has `ways` outputs: train on {self.ways}-way episodes (train_ways=None). "
+                f"Received: ways={self.ways}, train_ways={self.train_ways}"
+            )
+        if family != "gradient" and self.is_regression:
+            raise ValueError(
+                f"{self.variant} classifies images; dataset={self.dataset!r} is a regression task family. "
+                f"Choose --dataset=omniglot, folder or a TFDS name. Received: variant={self.variant!r}"
+            )
+        if self.distance not in DISTANCES:
+            raise ValueError(f"`distance` must be one of {', '.join(DISTANCES)}. Received: distance={self.distance!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={self.head!r}")
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"`backbone` must be a non-empty string. Received: backbone={self.backbone!r}")
         if self.multi_step_loss and self.variant == "reptile":
             raise ValueError(
                 "`multi_step_loss` applies to the MAML family; Reptile has no meta-loss. "
@@ -165,6 +220,13 @@ class MetaTrainConfig:
             raise ValueError(
                 f"`export_name` must be a plain directory name (no '/'). Received: export_name={self.export_name!r}"
             )
+
+    @property
+    def train_episode(self) -> tuple[int, int, int]:
+        """`(ways, shots, queries)` of the training episodes."""
+        pick = lambda value, default: default if value is None else value
+        return (pick(self.train_ways, self.ways), pick(self.train_shots, self.shots),
+                pick(self.train_queries, self.queries))
 
     @property
     def is_regression(self) -> bool:

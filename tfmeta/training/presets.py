@@ -54,3 +54,14 @@ def preset(name: str, **overrides) -> MetaTrainConfig:
     if name not in PRESETS:
         raise ValueError(f"Unknown preset; expected one of {', '.join(PRESETS)}. Received: name={name!r}")
     return dataclasses.replace(MetaTrainConfig(), **{**PRESETS[name], **overrides})
+
+
+# The defaults of the trainers of other families where they differ from MetaTrainConfig's
+# (which are the sinusoid MAML run's). Prototypical Networks, Snell et al. (2017), Omniglot:
+# Conv-4 embedding, 60-way training episodes with 5 queries per class, test episodes of
+# `--ways` classes and 15 queries, shots equal in training and test, Adam 1e-3, one
+# episode per step.
+TRAINER_DEFAULTS = {
+    "protonet": dict(dataset="omniglot", ways=5, shots=1, queries=15, train_ways=60, train_queries=5,
+                     meta_batch_size=1, meta_lr=1e-3, num_iterations=10000, eval_every=1000),
+}

@@ -84,8 +84,10 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
         return make
     from tfmeta.data.pipeline import episode_dataset
 
+    ways, shots, queries = config.train_episode
+
     def make(start_step, input_context=None):
-        return episode_dataset(split.train, config.ways, config.shots, config.queries, config.meta_batch_size,
+        return episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
                                seed=config.seed, start_step=start_step, input_context=input_context)
 
     return make
@@ -119,14 +121,22 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 # --------------------------------------------------------------- learners
 
 
-def learner_fn(config: MetaTrainConfig, input_shape):
-    """`() -> Learner`: the network (MLP 40-40 for regression, Conv-4 for images)
-    wrapped by the learner `config.variant` names.
+# The options of each learner that the config holds, by registry name (the gradient family's are shared).
+LEARNER_OPTIONS = {
+    "protonet": lambda config: dict(distance=config.distance),
+}
 
-    `maml++` is every MAML++ option of Antoniou et al. (2019): LSLR, the
-    multi-step loss, per-step BatchNorm statistics, weights and biases,
-    derivative-order annealing over the first third of `num_iterations`, and
-    (in `optimizer_fn`) the cosine-annealed meta learning rate.
+
+def learner_fn(config: MetaTrainConfig, input_shape):
+    """`() -> Learner`: the network, wrapped by the learner `config.variant` names.
+
+    Regression: an MLP 40-40. Images: `config.backbone` (Conv-4 by default),
+    with a `ways`-wide head for the gradient family and without one (an
+    embedding) for the metric family. `maml++` is every MAML++ option of
+    Antoniou et al. (2019): LSLR, the multi-step loss, per-step BatchNorm
+    statistics, weights and biases, derivative-order annealing over the first
+    third of `num_iterations`, and (in `optimizer_fn`) the cosine-annealed meta
+    learning rate.
 
     Args:
         config: the run's configuration.
@@ -134,15 +144,18 @@ def learner_fn(config: MetaTrainConfig, input_shape):
     """
     from tfmeta import learners, models
 
+    family = learners.entry(config.variant).family
+
     def make():
         if config.is_regression:
             network = models.mlp(input_dim=int(input_shape[0]), hidden=(40, 40), outputs=1)
-            task = "regression"
         else:
-            network = models.conv4(config.ways, input_shape=tuple(input_shape))
-            task = "classification"
-        kwargs = dict(task=task, inner_steps=config.inner_steps, inner_lr=config.inner_lr,
-                      eval_inner_steps=config.eval_inner_steps)
+            head = config.ways if family == "gradient" else None
+            network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
+        if family != "gradient":
+            return learners.build(config.variant, network, **LEARNER_OPTIONS.get(config.variant, dict)(config))
+        kwargs = dict(task="regression" if config.is_regression else "classification", inner_steps=config.inner_steps,
+                      inner_lr=config.inner_lr, eval_inner_steps=config.eval_inner_steps)
         if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
             kwargs["first_order"] = config.first_order
         if config.variant != "reptile":
@@ -279,9 +292,10 @@ def export_learner(learner, config: MetaTrainConfig, spec: dict, step: int, test
         return export.export_few_shot_regressor(learner, config.export_dir, config.export_name,
                                                 model_card=card, inner_steps=config.eval_inner_steps)
     card["shots"] = config.shots
+    steps = None if learner.eval_steps is None else config.eval_inner_steps
     return export.export_few_shot_classifier(learner, config.export_dir, config.export_name, model_card=card,
-                                             inner_steps=config.eval_inner_steps,
-                                             preprocessing=spec["preprocessing"])
+                                             inner_steps=steps, preprocessing=spec["preprocessing"],
+                                             max_ways=config.max_ways, max_shots=config.max_shots)
 
 
 def export_trained(trainer: MetaTrainer, config: MetaTrainConfig, test_results: dict | None = None):
