@@ -81,7 +81,8 @@ def restore(workdir, data_dir=None) -> Restored:
     return Restored(config, spec, learner, int(checkpoint.step.numpy()), path)
 
 
-def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True) -> dict:
+def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
+                     shots=None, queries=None) -> dict:
     """Tests the latest checkpoint of a run directory on unseen tasks.
 
     Args:
@@ -89,12 +90,16 @@ def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: 
         eval_episodes: number of unseen test tasks.
         data_dir: overrides the `data_dir` saved in `config.json` (None: keep).
         verbose: print one line per inner-step count.
+        ways, shots, queries: test episodes of another shape than the run's
+            (None: the run's). Another number of classes needs a learner that
+            serves any number (`any_ways`: metric learners).
 
     Returns:
         `{steps: evaluate(...) dict}` as in `RunResult.test_results`.
 
     Raises:
         FileNotFoundError: if the workdir has no `config.json` or no checkpoint.
+        ValueError: if `ways` differs from a fixed-head learner's.
 
     Example:
 
@@ -106,8 +111,14 @@ def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: 
 
     restored = restore(workdir, data_dir=data_dir)
     overrides = {"eval_episodes": eval_episodes}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
+    for name, value in (("data_dir", data_dir), ("shots", shots), ("queries", queries), ("ways", ways)):
+        if value is not None:
+            overrides[name] = value
+    if ways is not None and ways != restored.config.ways and not restored.learner.any_ways:
+        raise ValueError(f"{restored.config.variant}'s head has {restored.config.ways} outputs: it is tested on "
+                         f"{restored.config.ways}-way tasks only. Received: ways={ways}")
+    if ways is not None and restored.config.train_ways is None:
+        overrides["train_ways"] = restored.config.ways  # the run's training episodes are unchanged
     config = dataclasses.replace(restored.config, **overrides)
     if verbose:
         print(f"Evaluating {config.variant} on {config.dataset} at step {restored.step} ({restored.checkpoint_path})",

@@ -20,3 +20,13 @@ def test_meta_step_prints_one_line_per_config():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "intra_op_threads=1 inter_op_threads=default" in done.stdout, done.stdout
     assert re.search(r"^config=fomaml_1step ms_per_meta_step=\d+ peak_rss_mb=\d+$", done.stdout, re.M), done.stdout
+
+
+def test_serving_prints_one_line_per_config():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "--configs=proto_20w1s", "--requests=3", "--warmup=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"^config=proto_20w1s p50_ms=[\d.]+ p99_ms=[\d.]+$", done.stdout, re.M), done.stdout

@@ -131,6 +131,8 @@ def test_omniglot_smoke_and_restore_without_the_data(omniglot_data_dir, tmp_path
 
     monkeypatch.setattr(ClassDataset, "from_omniglot", no_reading)
     restored = workdir.restore(tmp_path / "run")
+    with pytest.raises(ValueError, match="tested on 5-way tasks only. Received: ways=7"):
+        workdir.evaluate_workdir(tmp_path / "run", eval_episodes=2, ways=7)
     assert restored.step == 4 and restored.data_spec["preprocessing"]["invert"] is True
     for a, b in zip(restored.learner.variables, result.trainer.learner.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
