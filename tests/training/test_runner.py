@@ -136,3 +136,18 @@ def test_omniglot_smoke_and_restore_without_the_data(omniglot_data_dir, tmp_path
     assert restored.step == 4 and restored.data_spec["preprocessing"]["invert"] is True
     for a, b in zip(restored.learner.variables, result.trainer.learner.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_selection_needs_validation_classes_of_the_splits_own(tmp_path):
+    from PIL import Image
+
+    for k in range(10):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16), 20 * k + i, np.uint8)).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    config = MetaTrainConfig(dataset="folder", data_dir=str(tmp_path / "data"), ways=2, shots=1, queries=1,
+                             workdir=str(tmp_path / "run"), select="best")
+    with pytest.raises(ValueError, match="validates on its test classes.*Received: select='best', patience=0"):
+        build_trainer(config, verbose=False)
+    with pytest.raises(ValueError, match="Received: select='last', patience=3"):
+        build_trainer(dataclasses.replace(config, select="last", patience=3), verbose=False)

@@ -373,6 +373,11 @@ class Learner(abc.ABC):
         """Names of the metrics `loss_and_metrics` returns (besides `loss`)."""
         return ("accuracy",) if self.task == CLASSIFICATION else ("mse",)
 
+    def selection_metric(self) -> tuple[str, bool]:
+        """The metric that selects the best checkpoint (`--select=best`): `(name,
+        higher_is_better)`; accuracy for classification, MSE for regression."""
+        return ("accuracy", True) if self.task == CLASSIFICATION else ("mse", False)
+
     def metrics_dtype(self) -> tf.DType:
         """dtype of metrics over tasks: float64 for a float64 network, float32
         otherwise (also under mixed precision)."""

@@ -5,11 +5,13 @@ import json
 import math
 import re
 
+from tfmeta.data.splits import OMNIGLOT_SPLITS
 from tfmeta.learners import registry
 
 DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
+SELECTIONS = ("last", "best")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 
@@ -19,7 +21,7 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 # meta-batch at any replica count (equal up to float round-off).
 RESUMABLE_FIELDS = frozenset(
     {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "export_name", "resume", "data_dir",
-     "strategy", "devices", "max_ways", "max_shots"}
+     "strategy", "devices", "max_ways", "max_shots", "select", "patience"}
 )
 
 
@@ -100,6 +102,17 @@ class MetaTrainConfig:
             class, one request to an export of a learner that serves any number
             of classes may hold (written in the model card; above them, a
             request is rejected).
+        split: Omniglot's class split: `"sample"` (None: the default, for the
+            two sample archives), `"vinyals"` or `"lake"` (the full release).
+            The other standard data sets have their published split.
+        image_size: the side of the square images (None: the data set's usual
+            size, or a folder's own).
+        channels: folders and TFDS: 1 or 3 (None: 1 for folders, the data set's own).
+        select: the checkpoint the final test and the export use: `"last"`, or
+            `"best"` (the best validation metric: accuracy, or MSE for
+            regression; needs validation classes of the split's own).
+        patience: stop after this many evaluations without a better validation
+            metric (0: never; needs validation classes of the split's own).
     """
 
     dataset: str = "sinusoid"
@@ -136,6 +149,11 @@ class MetaTrainConfig:
     head: str = "logreg"
     max_ways: int = 100
     max_shots: int = 100
+    split: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    select: str = "last"
+    patience: int = 0
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -185,6 +203,16 @@ class MetaTrainConfig:
             raise ValueError(f"`distance` must be one of {', '.join(DISTANCES)}. Received: distance={self.distance!r}")
         if self.head not in HEADS:
             raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={self.head!r}")
+        if self.split is not None and self.split not in OMNIGLOT_SPLITS:
+            raise ValueError(f"`split` must be one of {', '.join(OMNIGLOT_SPLITS)}. Received: split={self.split!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):
+            raise ValueError(f"`image_size` must be None or an integer >= 8. Received: image_size={self.image_size!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={self.channels!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"`select` must be one of {', '.join(SELECTIONS)}. Received: select={self.select!r}")
+        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ValueError(f"`patience` must be an integer >= 0. Received: patience={self.patience!r}")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"`backbone` must be a non-empty string. Received: backbone={self.backbone!r}")
         if self.multi_step_loss and self.variant == "reptile":

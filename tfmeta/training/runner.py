@@ -53,7 +53,8 @@ def load_data(config: MetaTrainConfig) -> ClassSplit | None:
     """The classes of a classification config (`tfmeta.data.splits.load_class_split`); None for regression."""
     if config.is_regression:
         return None
-    return load_class_split(config.dataset, config.data_dir, config.ways, config.seed)
+    return load_class_split(config.dataset, config.data_dir, config.ways, config.seed, split=config.split,
+                            image_size=config.image_size, channels=config.channels)
 
 
 def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
@@ -200,6 +201,12 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy, config.devices)
     split = load_data(config) if split is None else split
+    if (config.select == "best" or config.patience) and split is not None and not split.has_own_validation:
+        raise ValueError(
+            f"Selecting on validation (select='best' or patience) needs validation classes of the split's own; "
+            f"{config.dataset!r} validates on its test classes, which must not select anything. "
+            f"Received: select={config.select!r}, patience={config.patience}"
+        )
     spec = data_spec(config, split)
     trainer = MetaTrainer(
         config,
@@ -347,6 +354,10 @@ def test_and_export(trainer: MetaTrainer, config: MetaTrainConfig, split: ClassS
     """
     if not trainer.is_chief:  # Only the chief tests and exports.
         return {}, None
+    if config.select == "best":
+        step = trainer.restore_best()
+        if verbose:
+            print(f"Testing the checkpoint with the best {trainer.selection_key()[0]}: step {step}", flush=True)
     results = evaluate_on_test(trainer.learner, config, split, verbose=verbose)
     path = None
     if config.export_dir:
