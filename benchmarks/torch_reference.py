@@ -7,6 +7,7 @@ process because TensorFlow's and PyTorch's thread pools in one process slow PyTo
 down several times (measured: ~0.12 s per task alone, 0.7-2 s per task next to TF).
 
     python -m benchmarks.torch_reference --inner_steps=1 --repeats=5   # standalone
+    python -m benchmarks.torch_reference --check   # same meta-gradient as tfmeta?
 
 The step, as in learn2learn / the torch.func MAML tutorial:
 
@@ -21,6 +22,13 @@ The step, as in learn2learn / the torch.func MAML tutorial:
   statistics are not tracked, `torch.func.replace_all_batch_norm_modules_`,
   which vmap needs); `vmap=False` loops over the tasks instead;
 * the mean of the per-task meta-gradients is applied by `torch.optim.Adam`.
+
+`--check` verifies that this step and tfmeta's compute the same meta-gradient
+(so that `benchmarks.meta_step` compares the same work): tfmeta's Conv-4 and
+this one with identical weights, the same synthetic meta-batch, second- and
+first-order MAML with 1 and 5 inner steps; one line per configuration,
+`check=<name> max_rel_diff=<largest over the gradient tensors>`, exit status 1
+if one exceeds `--check_tolerance` (see `CHECK_TOLERANCE`).
 
 Example:
 
@@ -129,6 +137,168 @@ class TorchMetaStep:
         return support_x, labels(shots), query_x, labels(queries)
 
 
+# ---------------------------------------------------------------- --check
+
+CHECK_CONFIGS = {  # name: (inner_steps, first_order)
+    "maml2_1step": (1, False),
+    "maml2_5step": (5, False),
+    "fomaml_1step": (1, True),
+    "fomaml_5step": (5, True),
+}
+# Largest accepted max |tf - torch| / max |tf| per gradient tensor, by dtype.
+# float64 (the default): both frameworks run the same arithmetic to ~1e-16; through
+# 5 inner steps at inner lr 0.4 on noise images (a diverging inner loop: the support
+# loss climbs from 1.7 to 18) round-off grows by up to ~1e4 (measured in float32:
+# torch's float32 meta-gradient is within 1e-4..5e-3 of its float64 one), so 1e-8
+# leaves a margin of 1e3 over the 2e-12..5e-12 measured, and a real mismatch
+# (BatchNorm epsilon 1e-5 instead of 1e-3, a transposed kernel) gives 1e-4 or more.
+# float32: 1e-4 is the aim for float32 round-off, but on these configurations the
+# max-pool and ReLU kinks (an argmax or a sign flipped by round-off moves a whole
+# entry) and the diverging inner loop amplify it far beyond: measured against
+# float64, torch's float32 meta-gradient is off by up to 5e-3 and tfmeta's (oneDNN
+# kernels) by up to 0.5 (fomaml_5step; 1.5e-3 with TF_ENABLE_ONEDNN_OPTS=0), so in
+# float32 the check is a diagnostic, not a gate.
+CHECK_TOLERANCES = {"float64": 1e-8, "float32": 1e-4}
+# Entries of a gradient tensor smaller than this fraction of the largest entry
+# of all tensors are round-off noise, not gradient (the conv biases: BatchNorm
+# right after the convolution cancels them, their exact gradient is zero).
+CHECK_FLOOR = 1e-3
+
+
+def tfmeta_meta_gradients(model, episode, inner_steps: int, first_order: bool, inner_lr: float) -> list:
+    """tfmeta's mean meta-gradient over `episode`, through its public API, compiled
+    as the trainer's step is. The one place to update when that API changes.
+
+    Returns:
+        numpy arrays aligned with `model.trainable_variables` (= `meta_variables`).
+    """
+    import tensorflow as tf
+
+    from tfmeta.algorithms import MAML
+
+    maml = MAML(model, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order)
+    grads, _, _ = tf.function(maml.meta_gradients, autograph=False)(episode)
+    return [g.numpy() for g in grads]
+
+
+def _tf_to_torch(value, torch_shape):
+    """A TF weight in torch's layout: conv kernel HWIO -> OIHW, dense (in, out) -> (out, in)."""
+    import numpy as np
+
+    if value.ndim == 4:
+        value = np.transpose(value, (3, 2, 0, 1))
+    elif value.ndim == 2:
+        value = value.T
+    if tuple(value.shape) != tuple(torch_shape):
+        raise ValueError(f"Weight shapes differ after conversion. Received: {value.shape} vs {tuple(torch_shape)}")
+    return np.ascontiguousarray(value)
+
+
+def _torch_to_tf(value):
+    """Inverse of `_tf_to_torch` (for the gradients)."""
+    import numpy as np
+
+    if value.ndim == 4:
+        return np.transpose(value, (2, 3, 1, 0))
+    return value.T if value.ndim == 2 else value
+
+
+def meta_gradient_differences(inner_steps: int, first_order: bool, tasks: int = 4, dtype: str = "float64",
+                              inner_lr: float = 0.4, seed: int = 0, torch_bn_epsilon: float = 1e-3) -> dict:
+    """tfmeta's and this module's meta-gradients on the same weights and meta-batch.
+
+    The meta-batch is `TorchMetaStep.random_episode`'s (5-way 1-shot, 15 queries
+    per class, 28x28x1: the shapes `benchmarks.meta_step` times), NCHW for torch
+    and NHWC for tfmeta. The learners are tfmeta's `conv4` (NHWC) and `conv4`
+    here (NCHW) with the same weights: conv kernels HWIO -> OIHW, the dense
+    kernel (in, out) -> Linear (out, in), BatchNorm gamma/beta -> weight/bias,
+    all random (conv biases and BatchNorm scales and offsets too, so that a
+    swapped or misplaced tensor shows). At 28x28 the map is 1x1 after four
+    poolings, so both flattens give the 64 channels in the same order. Both
+    BatchNorms normalise with the biased batch variance and epsilon 1e-3.
+
+    Args:
+        inner_steps, first_order, inner_lr: the MAML configuration.
+        tasks: tasks in the meta-batch.
+        dtype: `"float64"` or `"float32"`, for both frameworks.
+        seed: seed of the weights and of the meta-batch.
+        torch_bn_epsilon: epsilon of torch's BatchNorm (tfmeta's is 1e-3; another
+            value shows that the check detects a mismatch).
+
+    Returns:
+        `{tfmeta variable path: max |tf - torch| / max |tf|}`, where a tensor's
+        `max |tf|` counts as at least `CHECK_FLOOR` times the largest entry of
+        all the gradients.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from tfmeta.data.episode import Episode
+    from tfmeta.models import conv4 as tf_conv4
+
+    if dtype not in CHECK_TOLERANCES:
+        raise ValueError(f"`dtype` must be one of {list(CHECK_TOLERANCES)}. Received: dtype={dtype!r}")
+    rng = np.random.default_rng(seed)
+    ways = 5
+    model = tf_conv4(ways, (28, 28, 1), dtype=dtype, seed=seed)
+    for variable in model.trainable_variables:  # every weight non-trivial
+        shape = tuple(variable.shape)
+        if variable.name == "gamma":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif variable.name in ("beta", "bias"):
+            value = rng.uniform(-0.5, 0.5, shape)
+        else:
+            value = variable.numpy()
+        variable.assign(value.astype(dtype))
+
+    torch_dtype = getattr(torch, dtype)
+    step = TorchMetaStep(ways, inner_steps, first_order, inner_lr=inner_lr, use_vmap=False, seed=seed)
+    step.model.to(torch_dtype)
+    for module in step.model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = torch_bn_epsilon
+    names = list(step.params)  # conv weight, conv bias, bn weight, bn bias (x4), linear weight, bias
+    if len(names) != len(model.trainable_variables):
+        raise ValueError(f"The learners differ: {len(names)} torch parameters, "
+                         f"{len(model.trainable_variables)} tfmeta variables")
+    with torch.no_grad():
+        for name, variable in zip(names, model.trainable_variables):
+            param = step.params[name]
+            param.copy_(torch.from_numpy(_tf_to_torch(variable.numpy(), param.shape)))
+
+    # torch: (tasks, way*shots, 1, 28, 28) NCHW, int64 labels; tfmeta: (tasks, way*shots, 28, 28, 1), int32.
+    support_x, support_y, query_x, query_y = step.random_episode(tasks, shots=1, queries=15, seed=seed)
+    support_x, query_x = support_x.to(torch_dtype), query_x.to(torch_dtype)
+    nhwc = lambda x: tf.constant(x.permute(0, 1, 3, 4, 2).numpy())
+    labels = lambda y: tf.constant(y.numpy().astype(np.int32))
+    episode = Episode(nhwc(support_x), labels(support_y), nhwc(query_x), labels(query_y))
+    tf_grads = tfmeta_meta_gradients(model, episode, inner_steps, first_order, inner_lr)
+    torch_grads, _ = step.meta_gradients(support_x, support_y, query_x, query_y)
+
+    floor = CHECK_FLOOR * max(float(np.max(np.abs(g))) for g in tf_grads)
+    differences = {}
+    for variable, tf_grad, name in zip(model.trainable_variables, tf_grads, names):
+        torch_grad = _torch_to_tf(torch_grads[name].numpy())
+        scale = max(float(np.max(np.abs(tf_grad))), floor)
+        differences[variable.path] = float(np.max(np.abs(tf_grad - torch_grad))) / scale
+    return differences
+
+
+def run_check(configs, tasks: int, dtype: str, tolerance: float) -> bool:
+    """Prints `check=<name> max_rel_diff=<value> ...` per configuration; returns
+    whether every difference is within `tolerance`."""
+    ok = True
+    for name in configs:
+        inner_steps, first_order = CHECK_CONFIGS[name]
+        differences = meta_gradient_differences(inner_steps, first_order, tasks=tasks, dtype=dtype)
+        worst = max(differences, key=differences.get)
+        passed = differences[worst] <= tolerance
+        ok = ok and passed
+        print(f"check={name} max_rel_diff={differences[worst]:.1e} worst={worst} dtype={dtype} tasks={tasks} "
+              f"tolerance={tolerance:g} ok={passed}", flush=True)
+    return ok
+
+
 flags.DEFINE_integer("inner_steps", 1, "Inner steps.")
 flags.DEFINE_bool("first_order", False, "First-order MAML.")
 flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step.")
@@ -136,6 +306,13 @@ flags.DEFINE_integer("threads", 0, "torch.set_num_threads (0: torch's default, o
 flags.DEFINE_integer("interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).")
 flags.DEFINE_bool("vmap", False, "vmap over the tasks (else a Python loop, faster here).")
 flags.DEFINE_integer("repeats", 5, "Standalone: timed steps (after one warm-up step); the median is printed.")
+flags.DEFINE_bool("check", False, "Check that tfmeta computes the same meta-gradient as this step (needs "
+                  "TensorFlow and tfmeta); exit status 1 if a difference exceeds --check_tolerance.")
+flags.DEFINE_list("check_configs", list(CHECK_CONFIGS), f"--check: configurations, among {list(CHECK_CONFIGS)}.")
+flags.DEFINE_integer("check_tasks", 4, "--check: tasks in the meta-batch.", lower_bound=1)
+flags.DEFINE_enum("check_dtype", "float64", list(CHECK_TOLERANCES), "--check: dtype of both learners.")
+flags.DEFINE_float("check_tolerance", None, "--check: largest max |tf - torch| / max |tf| accepted "
+                   f"(default by dtype: {CHECK_TOLERANCES}).")
 flags.DEFINE_bool("serve", False, "Child mode: read commands from stdin (`step`: run one step and print "
                   "`ms=<time>`; `rss`: print `peak_rss_mb=<n>`; `quit`).")
 
@@ -147,6 +324,12 @@ def main(argv):
         torch.set_num_threads(flag.threads)
     if flag.interop_threads:
         torch.set_num_interop_threads(flag.interop_threads)
+    if flag.check:
+        from benchmarks.common import check_configs
+
+        check_configs(flag.check_configs, CHECK_CONFIGS)
+        tolerance = flag.check_tolerance if flag.check_tolerance is not None else CHECK_TOLERANCES[flag.check_dtype]
+        sys.exit(0 if run_check(flag.check_configs, flag.check_tasks, flag.check_dtype, tolerance) else 1)
     step = TorchMetaStep(5, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
     episode = step.random_episode(flag.meta_batch_size, shots=1, queries=15)
 
