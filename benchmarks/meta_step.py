@@ -17,16 +17,20 @@ random meta-batches of the right shapes (the data pipeline has its own benchmark
 
 After compilation and `--warmup` untimed steps, `--repeats` steps are timed one by one;
 one line per configuration gives the median:
-`config=<name> ms_per_meta_step=<median> peak_rss_mb=<number>`, where `peak_rss_mb`
-is the process's peak resident memory so far (`resource.getrusage`; it never goes
-down, so later lines include the earlier configurations).
+`config=<name> ms_per_meta_step=<median> peak_rss_mb=<number> start_rss_mb=<number>`,
+where `peak_rss_mb` is the process's peak resident memory so far (Linux's `VmHWM`; it
+never goes down, so later lines include the earlier configurations) and
+`start_rss_mb` its resident memory once the step is built, before the first
+(compiling) step: for the first configuration, the fixed cost of the runtime
+(TensorFlow alone is ~570 MB here, PyTorch ~220 MB) and the model; the difference
+is the step's compilation and working memory.
 
 When PyTorch is importable (it is not a tfmeta dependency), the same step written
 idiomatically with `torch.func` (`benchmarks.torch_reference`) is timed in the same
 run, in a child process (PyTorch next to TensorFlow's thread pools in one process
 runs several times slower), its repeats interleaved with TensorFlow's (TF step,
 torch step, TF step, ...) so that both see the same machine load; two more lines:
-`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak>` and
+`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak> start_rss_mb=<...>` and
 `config=<name> tf_over_torch=<ratio of the medians>`.
 
 Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads`, by default
@@ -37,7 +41,6 @@ it is fastest, as a user would run it.
 """
 
 import importlib.util
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +49,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.common import check_configs
+from benchmarks.common import check_configs, peak_rss_mb, rss_mb
 from trainers import common
 
 CONFIGS = {  # name: (inner_steps, first_order)
@@ -72,10 +75,6 @@ flags.DEFINE_bool(
     "torch reference: vmap over the tasks instead of a Python loop (it works, but measured 3-4x slower and 5x "
     "the memory here: vmap over per-task conv weights with double backward).",
 )
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def random_episode(meta_batch_size: int, seed: int = 0):
@@ -159,8 +158,10 @@ class TorchChild:
     def __call__(self, inputs=None) -> float:
         return float(self._ask("step", "ms=")[len("ms="):])
 
-    def peak_rss_mb(self) -> float:
-        return float(self._ask("rss", "peak_rss_mb=")[len("peak_rss_mb="):])
+    def rss_mb(self) -> tuple:
+        """`(peak, start)`: the child's peak resident memory and its memory before the first step, MB."""
+        fields = dict(item.split("=") for item in self._ask("rss", "peak_rss_mb=").split())
+        return float(fields["peak_rss_mb"]), float(fields["start_rss_mb"])
 
     def close(self) -> None:
         self.process.stdin.write("quit\n")
@@ -205,6 +206,7 @@ def main(argv):
         child = None
         with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
             step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir)
+            start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
             if use_torch:
@@ -220,11 +222,13 @@ def main(argv):
                 if child is not None:
                     times["torch"].append(child())
         tf_ms = statistics.median(times["tf"])
-        print(f"config={name} ms_per_meta_step={tf_ms:.0f} peak_rss_mb={peak_rss_mb():.0f}", flush=True)
+        print(f"config={name} ms_per_meta_step={tf_ms:.0f} peak_rss_mb={peak_rss_mb():.0f} "
+              f"start_rss_mb={start_rss:.0f}", flush=True)
         if child is not None:
             torch_ms = statistics.median(times["torch"])
-            print(f"config=torch_{name} ms_per_meta_step={torch_ms:.0f} peak_rss_mb={child.peak_rss_mb():.0f}",
-                  flush=True)
+            child_peak, child_start = child.rss_mb()
+            print(f"config=torch_{name} ms_per_meta_step={torch_ms:.0f} peak_rss_mb={child_peak:.0f} "
+                  f"start_rss_mb={child_start:.0f}", flush=True)
             print(f"config={name} tf_over_torch={tf_ms / torch_ms:.2f}", flush=True)
             child.close()
 

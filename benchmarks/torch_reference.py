@@ -39,7 +39,6 @@ step(*episode)   # one meta-update; returns the mean query loss
 ```
 """
 
-import resource
 import statistics
 import sys
 import time
@@ -49,6 +48,8 @@ from absl import app, flags
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
+
+from benchmarks.common import peak_rss_mb, rss_mb
 
 
 def conv4(ways: int, channels: int = 1, filters: int = 64) -> nn.Module:
@@ -174,10 +175,11 @@ def tfmeta_meta_gradients(model, episode, inner_steps: int, first_order: bool, i
     """
     import tensorflow as tf
 
-    from tfmeta.algorithms import MAML
+    from tfmeta.learners import MAML
 
     maml = MAML(model, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order)
-    grads, _, _ = tf.function(maml.meta_gradients, autograph=False)(episode)
+    gradients = tf.function(lambda batch: maml.meta_gradients(batch, step=0), autograph=False)
+    grads, _, _ = gradients(episode)
     return [g.numpy() for g in grads]
 
 
@@ -314,7 +316,7 @@ flags.DEFINE_enum("check_dtype", "float64", list(CHECK_TOLERANCES), "--check: dt
 flags.DEFINE_float("check_tolerance", None, "--check: largest max |tf - torch| / max |tf| accepted "
                    f"(default by dtype: {CHECK_TOLERANCES}).")
 flags.DEFINE_bool("serve", False, "Child mode: read commands from stdin (`step`: run one step and print "
-                  "`ms=<time>`; `rss`: print `peak_rss_mb=<n>`; `quit`).")
+                  "`ms=<time>`; `rss`: print `peak_rss_mb=<n> start_rss_mb=<n>`; `quit`).")
 
 
 def main(argv):
@@ -332,17 +334,18 @@ def main(argv):
         sys.exit(0 if run_check(flag.check_configs, flag.check_tasks, flag.check_dtype, tolerance) else 1)
     step = TorchMetaStep(5, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
     episode = step.random_episode(flag.meta_batch_size, shots=1, queries=15)
+    start_rss = rss_mb()  # runtime, model, optimizer and batch: before any step
 
     def timed():
         start = time.perf_counter()
         step(*episode)
         return (time.perf_counter() - start) * 1000.0
 
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not flag.serve:
         timed()
         median = statistics.median(timed() for _ in range(flag.repeats))
-        print(f"config=torch ms_per_meta_step={median:.0f} peak_rss_mb={peak():.0f}", flush=True)
+        print(f"config=torch ms_per_meta_step={median:.0f} peak_rss_mb={peak_rss_mb():.0f} "
+              f"start_rss_mb={start_rss:.0f}", flush=True)
         return
     print(f"ready torch={torch.__version__} threads={torch.get_num_threads()} "
           f"interop={torch.get_num_interop_threads()}", flush=True)
@@ -351,7 +354,7 @@ def main(argv):
         if command == "step":
             print(f"ms={timed():.3f}", flush=True)
         elif command == "rss":
-            print(f"peak_rss_mb={peak():.0f}", flush=True)
+            print(f"peak_rss_mb={peak_rss_mb():.0f} start_rss_mb={start_rss:.0f}", flush=True)
         elif command == "quit":
             break
         else:

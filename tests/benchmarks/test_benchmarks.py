@@ -19,7 +19,7 @@ def test_meta_step_prints_one_line_per_config():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "intra_op_threads=1 inter_op_threads=default" in done.stdout, done.stdout
-    assert re.search(r"^config=fomaml_1step ms_per_meta_step=\d+ peak_rss_mb=\d+$", done.stdout, re.M), done.stdout
+    assert re.search(r"^config=fomaml_1step ms_per_meta_step=\d+ peak_rss_mb=\d+ start_rss_mb=\d+$", done.stdout, re.M), done.stdout
 
 
 def test_serving_prints_one_line_per_config():
