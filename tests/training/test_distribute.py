@@ -53,10 +53,12 @@ def test_mirrored_two_replicas_match_one_device(mirrored_results, variant):
     if variant == "maml++":
         assert result["state_shapes"][0] == [3, 8]  # inner_steps + 1 copies of 8 channels
     assert result["loss_diff"] < 1e-5
-    # Parameters and BatchNorm moving statistics after 3 Adam steps of 1e-3 (measured: ~2e-6 apart; they
-    # moved by ~0.08 with the moving statistics, ~3e-3 without: MAML++ keeps its statistics per step).
+    # Parameters and BatchNorm moving statistics after 3 Adam steps of 1e-3 (measured: 2e-6 to 2.5e-5 apart,
+    # depending on the threads' summation order, which Adam's division by the gradients' own size amplifies;
+    # they moved by ~0.08 with the moving statistics, ~3e-3 without: MAML++ keeps its statistics per step).
+    # The gradients before any update are compared to 1e-6 above: this only checks the updates are applied.
     assert result["param_max_change"] > 2e-3
-    assert result["param_max_diff"] < 2e-5
+    assert result["param_max_diff"] < 1e-4
     # Conv biases before BatchNorm: exact gradient 0 (noise ~3e-7), Adam moves them by at most meta_lr a step.
     assert result["cancelled_bias_max_grad"] < 1e-5
     assert result["cancelled_bias_max_diff"] <= 2 * 3 * 1e-3
