@@ -72,12 +72,16 @@ _HELP = {
     "image_size": "Side of the square images (default: the data set's usual size, or a folder's own).",
     "channels": "Folders and TFDS: 1 (greyscale) or 3 (RGB).",
     "select": "Checkpoint the final test and the export use: last, or best (best validation metric).",
+    "crop_padding": "Training augmentation: random crop after zero padding of this many pixels (0: none).",
+    "flip": "Training augmentation: random left-right flips.",
+    "color_jitter": "Training augmentation: brightness/contrast/saturation jitter strength in [0, 1].",
     "patience": "Stop after this many evaluations without a better validation metric (0: never).",
 }
 
 # The flags of each kind of trainer (each a MetaTrainConfig field of the same name).
 COMMON_FIELDS = ("dataset", "data_dir", "split", "image_size", "channels", "ways", "shots", "queries",
                  "meta_batch_size", "meta_lr", "num_iterations", "eval_every", "eval_episodes", "select", "patience",
+                 "crop_padding", "flip", "color_jitter",
                  "seed", "workdir", "export_dir", "export_name", "resume", "strategy", "devices", "mixed_precision",
                  "backbone")
 GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "first_order", "multi_step_loss",

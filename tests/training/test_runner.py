@@ -151,3 +151,31 @@ def test_selection_needs_validation_classes_of_the_splits_own(tmp_path):
         build_trainer(config, verbose=False)
     with pytest.raises(ValueError, match="Received: select='last', patience=3"):
         build_trainer(dataclasses.replace(config, select="last", patience=3), verbose=False)
+
+
+def test_augmentation_touches_the_training_stream_only_and_any_replica_count_draws_the_same(tmp_path):
+    from PIL import Image
+
+    from tfmeta.training import runner
+
+    rng = np.random.default_rng(0)
+    for k in range(10):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20), np.uint8)).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    plain = MetaTrainConfig(dataset="folder", data_dir=str(tmp_path / "data"), ways=2, shots=1, queries=2,
+                            meta_batch_size=4, workdir=str(tmp_path / "run"))
+    augmented = dataclasses.replace(plain, crop_padding=3, flip=True)
+    split = runner.load_data(plain)
+    first = lambda config, ctx=None: next(iter(runner.train_dataset_fn(config, split)(7, ctx)))
+    a, b, c = first(plain), first(augmented), first(augmented)
+    assert not np.allclose(a.support_x, b.support_x)  # augmented...
+    np.testing.assert_array_equal(a.support_y, b.support_y)  # ... with the same labels
+    np.testing.assert_array_equal(b.query_x, c.query_x)  # deterministic: a pure function of (seed, step, task)
+    # Two replicas draw the same augmentations as one device: their slices concatenate to it.
+    iterator = iter(runner.train_dataset_fn(augmented, split)(7, tf.distribute.InputContext(1, 0, 2)))
+    slices = [next(iterator), next(iterator)]  # replica 0's and replica 1's tasks of step 7
+    np.testing.assert_array_equal(np.concatenate([s.query_x for s in slices]), b.query_x)
+    # Validation and test streams are never augmented.
+    validation = lambda config: next(iter(runner.eval_dataset_fn(config, split)()))
+    np.testing.assert_array_equal(validation(plain).support_x, validation(augmented).support_x)

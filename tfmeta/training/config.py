@@ -108,6 +108,11 @@ class MetaTrainConfig:
         image_size: the side of the square images (None: the data set's usual
             size, or a folder's own).
         channels: folders and TFDS: 1 or 3 (None: 1 for folders, the data set's own).
+        crop_padding, flip, color_jitter: training-time augmentation of the
+            training episodes' images (`tfmeta.data.Augmentation`: random crop
+            after zero padding, left-right flips, colour jitter; the papers'
+            settings per data set are `tfmeta.data.AUGMENTATIONS`); off at
+            validation and test.
         select: the checkpoint the final test and the export use: `"last"`, or
             `"best"` (the best validation metric: accuracy, or MSE for
             regression; needs validation classes of the split's own).
@@ -152,6 +157,9 @@ class MetaTrainConfig:
     split: str | None = None
     image_size: int | None = None
     channels: int | None = None
+    crop_padding: int = 0
+    flip: bool = False
+    color_jitter: float = 0.0
     select: str = "last"
     patience: int = 0
 
@@ -209,6 +217,14 @@ class MetaTrainConfig:
             raise ValueError(f"`image_size` must be None or an integer >= 8. Received: image_size={self.image_size!r}")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={self.channels!r}")
+        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
+            raise ValueError(f"`crop_padding` must be an integer >= 0. Received: crop_padding={self.crop_padding!r}")
+        if isinstance(self.color_jitter, bool) or not isinstance(self.color_jitter, (int, float)) \
+                or not 0.0 <= self.color_jitter <= 1.0:
+            raise ValueError(f"`color_jitter` must be a number in [0, 1]. Received: color_jitter={self.color_jitter!r}")
+        if self.is_regression and (self.crop_padding or self.flip or self.color_jitter):
+            raise ValueError(f"Image augmentation needs image tasks. Received: dataset={self.dataset!r}, "
+                             f"crop_padding={self.crop_padding}, flip={self.flip}, color_jitter={self.color_jitter}")
         if self.select not in SELECTIONS:
             raise ValueError(f"`select` must be one of {', '.join(SELECTIONS)}. Received: select={self.select!r}")
         if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:

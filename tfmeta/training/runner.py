@@ -8,6 +8,7 @@ import math
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tfmeta import evaluation
 from tfmeta.data.splits import ClassSplit, load_class_split
@@ -83,13 +84,25 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
                                   seed=config.seed, start_step=start_step, input_context=input_context)
 
         return make
+    from tfmeta.data.augment import Augmentation, augment_episode
     from tfmeta.data.pipeline import episode_dataset
+    from tfmeta.data.sharding import TaskShard
 
     ways, shots, queries = config.train_episode
+    augmentation = Augmentation(config.crop_padding, config.flip, float(config.color_jitter))
 
     def make(start_step, input_context=None):
-        return episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
-                               seed=config.seed, start_step=start_step, input_context=input_context)
+        episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
+                                   seed=config.seed, start_step=start_step, input_context=input_context)
+        if augmentation.is_identity:
+            return episodes
+        shard = TaskShard.from_context(config.meta_batch_size, input_context)
+
+        def augment(element, episode):  # the element's step and first task: the same draws on any replica count
+            steps, first_task = shard.locate(element)
+            return augment_episode(episode, augmentation, config.seed, start_step + steps, first_task)
+
+        return episodes.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     return make
 
