@@ -52,8 +52,8 @@ from torch.nn import functional as F
 from benchmarks.common import peak_rss_mb, rss_mb
 
 
-def conv4(ways: int, channels: int = 1, filters: int = 64) -> nn.Module:
-    """The standard Conv-4 learner (28x28 input -> 1x1xfilters features -> logits)."""
+def conv4(ways: int | None, channels: int = 1, filters: int = 64) -> nn.Module:
+    """The standard Conv-4 learner (28x28 input -> 1x1xfilters features -> logits; features if `ways` is None)."""
     layers = []
     for block in range(4):
         layers += [
@@ -62,7 +62,7 @@ def conv4(ways: int, channels: int = 1, filters: int = 64) -> nn.Module:
             nn.ReLU(),
             nn.MaxPool2d(2),
         ]
-    layers += [nn.Flatten(), nn.Linear(filters, ways)]
+    layers += [nn.Flatten()] + ([] if ways is None else [nn.Linear(filters, ways)])
     return nn.Sequential(*layers)
 
 
@@ -136,6 +136,48 @@ class TorchMetaStep:
         support_x = torch.rand(meta_batch_size, self.ways * shots, *image_shape, generator=generator)
         query_x = torch.rand(meta_batch_size, self.ways * queries, *image_shape, generator=generator)
         return support_x, labels(shots), query_x, labels(queries)
+
+
+class TorchProtoStep:
+    """One Prototypical Networks update (one episode + Adam) in PyTorch, as Snell et al.'s code.
+
+    The Conv-4 embedding runs in training mode on the support and query sets
+    concatenated (one batch, as `protonets`' `model.loss` does); prototypes are
+    the class means; logits the negative squared Euclidean distances; Adam.
+
+    Args:
+        ways, shots, queries: the episode's shape.
+        meta_lr: Adam learning rate.
+        seed: torch seed of the initialisation.
+    """
+
+    def __init__(self, ways=5, shots=1, queries=15, meta_lr=1e-3, seed=0):
+        torch.manual_seed(seed)
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.model = conv4(None)
+        self.model.train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=meta_lr)
+
+    def __call__(self, support_x, support_y, query_x, query_y):
+        """One update on one episode (support sorted by class); returns the query loss."""
+        embeddings = self.model(torch.cat([support_x, query_x]))
+        support = embeddings[: self.ways * self.shots].view(self.ways, self.shots, -1)
+        prototypes = support.mean(1)  # (ways, E)
+        queries = embeddings[self.ways * self.shots:]
+        distances = ((queries[:, None, :] - prototypes[None]) ** 2).sum(-1)  # (Q, ways)
+        loss = F.cross_entropy(-distances, query_y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def random_episode(self, image_shape=(1, 28, 28), seed=0):
+        """A synthetic episode `(support_x, support_y, query_x, query_y)`, NCHW images, sorted by class."""
+        generator = torch.Generator().manual_seed(seed)
+        labels = lambda n: torch.arange(self.ways).repeat_interleave(n)
+        support_x = torch.rand(self.ways * self.shots, *image_shape, generator=generator)
+        query_x = torch.rand(self.ways * self.queries, *image_shape, generator=generator)
+        return support_x, labels(self.shots), query_x, labels(self.queries)
 
 
 # ---------------------------------------------------------------- --check
@@ -301,6 +343,10 @@ def run_check(configs, tasks: int, dtype: str, tolerance: float) -> bool:
     return ok
 
 
+flags.DEFINE_enum("learner", "maml", ["maml", "protonet"], "The step: MAML's meta-update or a ProtoNet update.")
+flags.DEFINE_integer("ways", 5, "Classes per episode.")
+flags.DEFINE_integer("shots", 1, "Support examples per class.")
+flags.DEFINE_integer("queries", 15, "Query examples per class.")
 flags.DEFINE_integer("inner_steps", 1, "Inner steps.")
 flags.DEFINE_bool("first_order", False, "First-order MAML.")
 flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step.")
@@ -332,8 +378,12 @@ def main(argv):
         check_configs(flag.check_configs, CHECK_CONFIGS)
         tolerance = flag.check_tolerance if flag.check_tolerance is not None else CHECK_TOLERANCES[flag.check_dtype]
         sys.exit(0 if run_check(flag.check_configs, flag.check_tasks, flag.check_dtype, tolerance) else 1)
-    step = TorchMetaStep(5, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
-    episode = step.random_episode(flag.meta_batch_size, shots=1, queries=15)
+    if flag.learner == "protonet":
+        step = TorchProtoStep(flag.ways, flag.shots, flag.queries)
+        episode = step.random_episode()
+    else:
+        step = TorchMetaStep(flag.ways, flag.inner_steps, flag.first_order, use_vmap=flag.vmap)
+        episode = step.random_episode(flag.meta_batch_size, shots=flag.shots, queries=flag.queries)
     start_rss = rss_mb()  # runtime, model, optimizer and batch: before any step
 
     def timed():
