@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import as_episode
 from tfmeta.learners.base import Learner
 
 NUM_EPISODES_KEY = "num_episodes"
@@ -90,7 +90,7 @@ class Evaluator:
         see the same tasks (useful to compare step counts).
 
         Args:
-            dataset: a `tf.data.Dataset` (or any iterable) of batched `Episode`s
+            dataset: a `tf.data.Dataset` (or any iterable) of batched `Episode`s or `TaskEpisode`s
                 of unseen classes / tasks.
             num_episodes: number of tasks to score (the last batch is truncated).
             steps: adaptation steps (None: the learner's `eval_steps`); only for
@@ -114,7 +114,7 @@ class Evaluator:
         function = self._function(steps)
         values, seen = {}, 0
         for batch in dataset:
-            metrics = function(Episode(*batch))
+            metrics = function(as_episode(batch))
             for name, value in metrics.items():
                 values.setdefault(name, []).append(value.numpy())
             seen += int(next(iter(metrics.values())).shape[0])

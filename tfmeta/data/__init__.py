@@ -1,7 +1,7 @@
 """Episodic data: sources of labelled examples, episode sampling and tf.data pipelines."""
 
 from tfmeta.data.augment import AUGMENTATIONS, Augmentation, augment_episode
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import Episode, TaskEpisode, as_episode
 from tfmeta.data.gp import GPEpisode, gp_log_likelihood, gp_posterior, gp_tasks, gp_test_tasks
 from tfmeta.data.pipeline import episode_dataset
 from tfmeta.data.regression import sinusoid_tasks
@@ -16,7 +16,9 @@ __all__ = [
     "Episode",
     "EpisodeSampler",
     "GPEpisode",
+    "TaskEpisode",
     "TaskShard",
+    "as_episode",
     "augment_episode",
     "episode_dataset",
     "gp_log_likelihood",

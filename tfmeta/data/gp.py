@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import Episode, TaskEpisode
 from tfmeta.data.sharding import TaskShard
 
 #: The Conditional Neural Process setting (`conditional_neural_process.ipynb`).
@@ -123,6 +123,23 @@ class GPEpisode(NamedTuple):
     def num_targets(self) -> tf.Tensor:
         """`(tasks,)` int32: real targets per task (the context points included)."""
         return tf.cast(tf.reduce_sum(self.query_mask, axis=-1), tf.int32)
+
+    def task_episode(self, kernel_metadata: bool = False) -> TaskEpisode:
+        """The batch as a `TaskEpisode` (what learners, the loop and the evaluator take).
+
+        Args:
+            kernel_metadata: put `[length_scale, signal_scale]` in `metadata`
+                (`(tasks, 2)`, a description of each task's kernel); False: no
+                metadata (zero-width).
+
+        Returns:
+            A `TaskEpisode` with this batch's points and masks.
+        """
+        batch = self.support_mask.shape[:-1]
+        metadata = (tf.stack([self.length_scale, self.signal_scale], axis=-1) if kernel_metadata
+                    else tf.zeros(list(batch) + [0], tf.float32))
+        return TaskEpisode(self.support_x, self.support_y, self.query_x, self.query_y, self.support_mask,
+                           self.query_mask, metadata)
 
 
 def _check_count_range(name, bounds, low):

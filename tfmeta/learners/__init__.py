@@ -1,7 +1,8 @@
 """Meta-learners. Every one implements `tfmeta.learners.Learner` (see `base.py`).
 
 Families (one folder each): `gradient` (MAML, FOMAML, ANIL, Meta-SGD, MAML++,
-Reptile), `metric` (Prototypical Networks, ...). `registry` names them all: `build(name, model, **kwargs)`.
+Reptile), `metric` (Prototypical Networks, ...), `amortized` (Conditional and
+Attentive Neural Processes, HyperNetworks). `registry` names them all: `build(name, model, **kwargs)`.
 """
 
 from tfmeta.learners.base import (
@@ -25,9 +26,17 @@ from tfmeta.learners.gradient import (
     multi_step_loss_weights,
 )
 from tfmeta.learners.metric import EmbeddingLearner, PrototypicalNetwork
+from tfmeta.learners.amortized import (
+    CNPClassifier,
+    ConditionalNeuralProcess,
+    FiLMHyperNetwork,
+    HyperHead,
+    HyperNetwork,
+)
 from tfmeta.learners.registry import MAML_PLUS_PLUS_DEFAULTS, build, entry, names, register
 
 __all__ = [
+    "CNPClassifier", "ConditionalNeuralProcess", "FiLMHyperNetwork", "HyperHead", "HyperNetwork",
     "ANIL", "CLASSIFICATION", "EmbeddingLearner", "InnerLoopResult", "PrototypicalNetwork", "Learner", "MAML", "MAML_PLUS_PLUS_DEFAULTS", "MetaSGD",
     "REGRESSION", "Reptile", "TaskLoss", "Weights", "adapt_network", "build", "cosine_annealing", "entry",
     "inner_loop", "map_over_tasks", "multi_step_loss_weights", "names", "register", "task_loss_and_metrics",

@@ -18,6 +18,13 @@ support set, differentiable with respect to `meta_variables`; the loop
 differentiates it (`meta_gradients`). The loop owns the step counter and
 passes it in (`step`: the number of meta-updates applied so far); derivative
 order and loss scale are arguments too: nothing is switched while tracing.
+
+Episodes may be `TaskEpisode`s (padded points under masks, a task description in
+`metadata`): the evaluator and the exporter adapt through `adapt_task`, which
+takes the mask and the metadata too (by default it drops the padded support
+points and ignores the metadata), and score with the query mask. Learners that
+condition on metadata set `metadata_dim`; probabilistic regressors
+(`probabilistic = True`) predict `{"mean", "stddev"}`.
 """
 
 import abc
@@ -28,7 +35,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import Episode, TaskEpisode
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -63,7 +70,18 @@ class TaskLoss(NamedTuple):
     state: list
 
 
-def task_loss_and_metrics(task: str, outputs, labels):
+def masked_mean(values, mask=None):
+    """The mean of `values` `(n,)` over the entries where `mask` `(n,)` is 1 (all: None).
+
+    0 where the mask is all zeros (no NaN).
+    """
+    if mask is None:
+        return tf.reduce_mean(values)
+    mask = tf.cast(mask, values.dtype)
+    return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), tf.ones([], values.dtype))
+
+
+def task_loss_and_metrics(task: str, outputs, labels, mask=None):
     """Loss and metrics of one task's predictions (cross-entropy or squared error).
 
     Args:
@@ -71,6 +89,8 @@ def task_loss_and_metrics(task: str, outputs, labels):
             `"regression"` (predictions and targets `(n, 1)`).
         outputs: the learner's outputs.
         labels: the true labels or targets.
+        mask: optional `(n,)`, 1 for a real query, 0 for padding (padded
+            queries count for nothing).
 
     Returns:
         `(loss, metrics)`: the mean loss (scalar) and a dict with `accuracy`
@@ -91,11 +111,12 @@ def task_loss_and_metrics(task: str, outputs, labels):
         outputs = tf.cast(outputs, tf.float32)
     if task == CLASSIFICATION:
         labels = tf.cast(labels, tf.int32)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs))
+        loss = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs), mask)
         correct = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
-        return loss, {"accuracy": tf.reduce_mean(tf.cast(correct, outputs.dtype))}
+        return loss, {"accuracy": masked_mean(tf.cast(correct, outputs.dtype), mask)}
     if task == REGRESSION:
-        loss = tf.reduce_mean(tf.square(outputs - tf.cast(labels, outputs.dtype)))
+        squared = tf.square(outputs - tf.cast(labels, outputs.dtype))
+        loss = masked_mean(tf.reduce_mean(squared, axis=-1), mask) if mask is not None else tf.reduce_mean(squared)
         return loss, {"mse": loss}
     raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
 
@@ -148,14 +169,16 @@ def map_over_tasks(fn, episodes: Episode, output_signature):
     run at once inside one compiled step.
 
     Args:
-        fn: `(Episode) -> outputs` for one unbatched task.
-        episodes: a batched `Episode` (leading tasks axis).
+        fn: `(Episode) -> outputs` for one unbatched task (a `TaskEpisode`
+            for a batched `TaskEpisode`).
+        episodes: a batched `Episode` or `TaskEpisode` (leading tasks axis).
         output_signature: the structure of `fn`'s outputs as `tf.TensorSpec`s.
 
     Returns:
         `fn`'s outputs stacked along a new leading tasks axis.
     """
-    return tf.map_fn(lambda task: fn(Episode(*task)), tuple(episodes), fn_output_signature=output_signature,
+    kind = type(episodes) if isinstance(episodes, TaskEpisode) else Episode
+    return tf.map_fn(lambda task: fn(kind(*task)), tuple(episodes), fn_output_signature=output_signature,
                      parallel_iterations=parallel_tasks())
 
 
@@ -222,6 +245,15 @@ class Learner(abc.ABC):
     # Whether `embed` maps examples to the space the learner compares in (metric
     # learners): exports then also serve an `embed` signature.
     has_embedding = False
+    # Whether `predict` returns a Gaussian `{"mean": (n, 1), "stddev": (n, 1)}` per
+    # query (probabilistic regressors: Neural Processes) instead of `(n, 1)`
+    # predictions; regression exports then also serve `stddev`.
+    probabilistic = False
+    # The size `M` of the task description the learner conditions on (`adapt_task`'s
+    # `metadata`: `(M,)` per regression task, `(ways, M)` per classification task), or
+    # None: the learner ignores metadata. Exports of learners that use it take
+    # `task_metadata`, and the support set may then be empty.
+    metadata_dim = None
 
     def __init__(self, model: keras.Model, task: str = CLASSIFICATION, name: str | None = None):
         if not isinstance(model, keras.Model):
@@ -276,6 +308,30 @@ class Learner(abc.ABC):
         Returns:
             A `TaskLoss`.
         """
+
+    def adapt_task(self, support_x, support_y, support_mask=None, metadata=None, steps=None, training: bool = True):
+        """Adapts to one task given as a `TaskEpisode` gives it: a padded support set and metadata.
+
+        What the evaluator and the exporter call. The default drops the padded
+        support examples (`support_mask == 0`) and ignores `metadata`, then
+        calls `adapt`; learners that use masks or metadata (the amortized
+        family) override it.
+
+        Args:
+            support_x, support_y: the (padded) support set.
+            support_mask: `(S,)` 1 for a real support example, 0 for padding;
+                None: all real.
+            metadata: the task's description (`(M,)`, or `(ways, M)` for a
+                classification task), or None.
+            steps, training: as in `adapt`.
+
+        Returns:
+            The task state (what `predict` takes).
+        """
+        if support_mask is not None:
+            keep = tf.cast(support_mask, tf.bool)
+            support_x, support_y = tf.boolean_mask(support_x, keep), tf.boolean_mask(support_y, keep)
+        return self.adapt(support_x, support_y, steps=steps, training=training)
 
     # ------------------------------------------------------------- variables
 
@@ -384,9 +440,15 @@ class Learner(abc.ABC):
                 f"Received: steps={steps!r}"
             )
 
-    def loss_and_metrics(self, outputs, targets):
-        """Query loss and metrics of a task's outputs (default: `task_loss_and_metrics`)."""
-        return task_loss_and_metrics(self.task, outputs, targets)
+    def loss_and_metrics(self, outputs, targets, mask=None):
+        """Query loss and metrics of a task's outputs (default: `task_loss_and_metrics`).
+
+        Args:
+            outputs: what `predict` returned.
+            targets: the query labels or targets.
+            mask: optional `(n,)` query mask (1 real, 0 padding).
+        """
+        return task_loss_and_metrics(self.task, outputs, targets, mask)
 
     def metric_names(self) -> tuple:
         """Names of the metrics `loss_and_metrics` returns (besides `loss`)."""
@@ -404,13 +466,21 @@ class Learner(abc.ABC):
         return tf.float64 if variables and variables[0].dtype == "float64" else tf.float32
 
     def evaluate_task(self, episode: Episode, steps=None, training: bool = True):
-        """Adapts to one task's support set and scores its query set.
+        """Adapts to one task's support set (`adapt_task`) and scores its query set.
+
+        Args:
+            episode: one `Episode`, or a `TaskEpisode` (its masks and metadata are used).
+            steps, training: as in `adapt`.
 
         Returns:
-            `(loss, metrics)` on the query set.
+            `(loss, metrics)` on the (real) queries.
         """
-        task_state = self.adapt(episode.support_x, episode.support_y, steps=steps, training=training)
-        return self.loss_and_metrics(self.predict(task_state, episode.query_x, training=training), episode.query_y)
+        task_state = self.adapt_task(episode.support_x, episode.support_y, episode.support_mask, episode.metadata,
+                                     steps=steps, training=training)
+        outputs = self.predict(task_state, episode.query_x, training=training)
+        if episode.query_mask is None:
+            return self.loss_and_metrics(outputs, episode.query_y)
+        return self.loss_and_metrics(outputs, episode.query_y, mask=episode.query_mask)
 
     # ----------------------------------------------------------- meta-batches
 
@@ -523,4 +593,9 @@ class Learner(abc.ABC):
     def card(self) -> dict:
         """What an export's model card says about the learner: its `config()`
         and, where the learner has them, more fields (inner learning rates)."""
-        return {"algorithm": self.config()}
+        card = {"algorithm": self.config()}
+        if self.probabilistic:
+            card["probabilistic"] = True
+        if self.metadata_dim is not None:
+            card["metadata_dim"] = int(self.metadata_dim)
+        return card

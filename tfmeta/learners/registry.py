@@ -10,6 +10,7 @@ tfmeta.learners.register("my_learner", "metric", MyLearner, "what it does")
 import dataclasses
 from typing import Callable
 
+from tfmeta.learners.amortized import build_cnp, build_hypernet
 from tfmeta.learners.base import Learner
 from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
@@ -101,6 +102,10 @@ for _name, _build, _description in (
 
 register("protonet", "metric", PrototypicalNetwork,
          "Prototypical Networks (Snell et al. 2017): nearest class mean of the embeddings")
+register("cnp", "amortized", build_cnp,
+         "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
+register("hypernet", "amortized", build_hypernet,
+         "HyperNetwork: the support set generates a network's weights (all, the head, or FiLM layers)")
 
 
 def names(family: str | None = None) -> tuple:

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import as_episode
 from tfmeta.evaluation import Evaluator
 from tfmeta.learners.base import Learner
 from tfmeta.training import checkpoints, distribute, summaries
@@ -63,7 +63,7 @@ class MetaTrainer:
         build_learner: `() -> Learner`, called inside `strategy.scope()` after
             seeding Keras with `config.seed`, under the config's dtype policy.
         train_dataset: `(start_step, input_context) -> tf.data.Dataset` of
-            batched `Episode`s; element `i` must be step `start_step + i`.
+            batched `Episode`s (or `TaskEpisode`s); element `i` must be step `start_step + i`.
         eval_dataset: optional `() -> tf.data.Dataset` of validation tasks,
             evaluated every `eval_every` steps.
         build_optimizer: optional `() -> keras.optimizers.Optimizer` (default:
@@ -359,7 +359,7 @@ class MetaTrainer:
                     f"The training task stream ended at step {step} (it must be infinite). "
                     f"Received: num_iterations={config.num_iterations}"
                 ) from None
-            status, metrics = self.train_step(Episode(*batch))
+            status, metrics = self.train_step(as_episode(batch))
             metrics = {name: float(value) for name, value in metrics.items()}
             if int(status) == NON_FINITE:
                 raise self._non_finite_error(step, metrics)

@@ -1,0 +1,110 @@
+"""Helpers of the amortized family: input features, metadata checks, Gaussian likelihoods."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfmeta.learners.base import masked_mean
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def identity_features(input_dim: int = 1, dtype=None) -> keras.Model:
+    """A built model that returns its input `(n, input_dim)` (the features of a regressor's `x`).
+
+    The "network" of a learner whose encoders read the raw inputs (a CNP on 1-D
+    functions): no variables; its `Input` gives the export its example shape.
+    """
+    if not isinstance(input_dim, int) or isinstance(input_dim, bool) or input_dim < 1:
+        raise ValueError(f"`input_dim` must be a positive integer. Received: input_dim={input_dim!r}")
+    inputs = keras.Input((input_dim,), dtype=dtype, name="x")
+    return keras.Model(inputs, keras.layers.Identity(dtype=dtype)(inputs), name="identity_features")
+
+
+def output_size(model: keras.Model, name: str = "model") -> int:
+    """The static size of the last axis of `model`'s (first) output.
+
+    Raises:
+        ValueError: if the model has no output of known size.
+    """
+    if not model.outputs or model.outputs[0].shape[-1] is None:
+        raise ValueError(f"`{name}` must have one output with a known last dimension. Received: {model.name!r}")
+    return int(model.outputs[0].shape[-1])
+
+
+def check_metadata_dim(metadata_dim):
+    """`metadata_dim` if None or a positive int.
+
+    Raises:
+        ValueError: otherwise.
+    """
+    if metadata_dim is not None and (not isinstance(metadata_dim, int) or isinstance(metadata_dim, bool)
+                                     or metadata_dim < 1):
+        raise ValueError(f"`metadata_dim` must be None or a positive integer. Received: metadata_dim={metadata_dim!r}")
+    return metadata_dim
+
+
+def task_metadata(learner, metadata, rank: int = 1):
+    """The task's metadata as float32 if the learner conditions on it, else None.
+
+    Args:
+        learner: a learner with `metadata_dim` (None: metadata is ignored).
+        metadata: the task's description: `(M,)` (`rank=1`, a regression task)
+            or `(ways, M)` (`rank=2`, per class), or None.
+        rank: the rank one task's metadata must have.
+
+    Raises:
+        ValueError: if the learner conditions on metadata and none is given,
+            or its shape is not `(..., metadata_dim)` of that rank.
+    """
+    if learner.metadata_dim is None:
+        return None
+    if metadata is None:
+        raise ValueError(f"{type(learner).__name__} conditions on task metadata of size {learner.metadata_dim}: "
+                         f"pass `metadata` (episodes: a TaskEpisode with metadata). Received: metadata=None")
+    metadata = tf.convert_to_tensor(metadata)
+    if metadata.shape.rank != rank or metadata.shape[-1] != learner.metadata_dim:
+        expected = "(M,)" if rank == 1 else "(ways, M)"
+        raise ValueError(f"`metadata` of one task must have shape {expected} with M = metadata_dim = "
+                         f"{learner.metadata_dim}. Received: metadata.shape={metadata.shape}")
+    return tf.cast(metadata, tf.float32)
+
+
+def gaussian_log_likelihood(targets, mean, stddev):
+    """`log N(y; mean, stddev^2)` per point, summed over the output dimensions: `(n,)` from `(n, d)`."""
+    z = (targets - mean) / stddev
+    return tf.reduce_sum(-0.5 * tf.square(z) - tf.math.log(stddev) - 0.5 * LOG_2PI, axis=-1)
+
+
+def gaussian_loss_and_metrics(outputs: dict, targets, mask=None):
+    """The negative log-likelihood per target point (the loss) and the metrics of a Gaussian prediction.
+
+    Args:
+        outputs: `{"mean": (n, d), "stddev": (n, d)}`.
+        targets: `(n, d)`.
+        mask: optional `(n,)`: 1 a real target, 0 padding.
+
+    Returns:
+        `(loss, {"log_likelihood", "mse"})`: the mean over the real targets of
+        `-log N(y; mean, stddev^2)`, of `log N(...)` and of `|y - mean|^2 / d`;
+        float32 (also under mixed precision).
+    """
+    mean = tf.cast(outputs["mean"], tf.float32) if outputs["mean"].dtype in (tf.float16, tf.bfloat16) \
+        else outputs["mean"]
+    stddev = tf.cast(outputs["stddev"], mean.dtype)
+    targets = tf.cast(targets, mean.dtype)
+    log_likelihood = masked_mean(gaussian_log_likelihood(targets, mean, stddev), mask)
+    mse = masked_mean(tf.reduce_mean(tf.square(targets - mean), axis=-1), mask)
+    return -log_likelihood, {"log_likelihood": log_likelihood, "mse": mse}
+
+
+def trainable_of(parts) -> list:
+    """The trainable variables of Keras layers or models, each once, in order."""
+    out, seen = [], set()
+    for part in parts:
+        for v in part.trainable_variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
