@@ -143,6 +143,84 @@ def evaluate(learner: Learner, dataset, num_episodes: int = 600, steps=None, tra
     return Evaluator(learner, training).evaluate(dataset, num_episodes, steps)
 
 
+def compare_with_gp_oracle(learner: Learner, dataset, num_episodes: int = 1000, kernel_metadata: bool = False,
+                           training: bool | None = None) -> dict:
+    """The exact GP posterior's scores on the same GP tasks as the learner's, and the gap.
+
+    The exact GP predictive under the true kernel (`tfmeta.data.gp.gp_log_likelihood`)
+    is the best any model of the targets given the context can do: the gap
+    `oracle - learner` of the log-likelihood per target point, in nats, says how
+    far a Neural Process is from it. Per task, the log-likelihoods are averaged
+    over its real targets; means and 95% CIs are over tasks, the gap's CI over the
+    paired per-task differences.
+
+    Args:
+        learner: a learner with a `log_likelihood` metric (a Neural Process); for
+            other regressors only the oracle's scores are returned.
+        dataset: `GPEpisode` meta-batches (kernel parameters included), e.g.
+            `tfmeta.data.gp_test_tasks(...)`.
+        num_episodes: tasks to score.
+        kernel_metadata: give the learner the kernel parameters as task metadata.
+        training: passed to the network (None: the learner's `training_at_test`).
+
+    Returns:
+        `{"gp_log_likelihood", "gp_mse"}` (and `"log_likelihood_gap"` for a
+        learner with a `log_likelihood` metric) as `(mean, ci95)`, plus `"num_episodes"`.
+
+    Raises:
+        ValueError: if the dataset runs out before `num_episodes` tasks.
+
+    Example:
+
+    ```python
+    oracle = compare_with_gp_oracle(cnp, gp_test_tasks(50, seed=1).take(20), num_episodes=1000)
+    oracle["log_likelihood_gap"]     # (nats per target point, ci95)
+    ```
+    """
+    from tfmeta.data.gp import gp_log_likelihood, gp_posterior  # noqa: PLC0415
+
+    training = learner.training_at_test if training is None else training
+    scored = "log_likelihood" in learner.metric_names()
+    evaluate_batch = tf.function(lambda batch: learner.evaluate_tasks(batch, training=training), autograph=False)
+    oracle, oracle_mse, gaps, seen = [], [], [], 0
+    for batch in dataset:
+        mask = tf.cast(batch.query_mask, tf.float64)
+        count = tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+        ll = gp_log_likelihood(batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.length_scale,
+                               batch.signal_scale, context_mask=batch.support_mask, target_mask=batch.query_mask)
+        task_ll = (tf.reduce_sum(ll, axis=-1) / count).numpy()  # (tasks,)
+        mean, _ = gp_posterior(batch.support_x, batch.support_y, batch.query_x, batch.length_scale,
+                               batch.signal_scale, context_mask=batch.support_mask)
+        squared = tf.square(mean - tf.cast(batch.query_y, tf.float64))[..., 0] * mask
+        oracle.append(task_ll)
+        oracle_mse.append((tf.reduce_sum(squared, axis=-1) / count).numpy())
+        if scored:
+            learner_ll = evaluate_batch(batch.task_episode(kernel_metadata))["log_likelihood"].numpy()
+            gaps.append(task_ll - learner_ll.astype(np.float64))
+        seen += len(task_ll)
+        if seen >= num_episodes:
+            break
+    if seen < num_episodes:
+        raise ValueError(f"The dataset ran out after {seen} episodes. Received: num_episodes={num_episodes}")
+    take = lambda chunks: np.concatenate(chunks)[:num_episodes]
+    results = {"gp_log_likelihood": confidence_interval(take(oracle)), "gp_mse": confidence_interval(take(oracle_mse))}
+    if scored:
+        results["log_likelihood_gap"] = confidence_interval(take(gaps))
+    results[NUM_EPISODES_KEY] = num_episodes
+    return results
+
+
+def format_gp_oracle(results: dict) -> str:
+    """One line for `compare_with_gp_oracle`'s results, e.g.
+    `log_likelihood 0.6812 ± 0.0301 | mse 0.0402 ± 0.0040 | gap 0.5120 ± 0.0190 nats (1000 episodes)`."""
+    parts = [f"log_likelihood {results['gp_log_likelihood'][0]:.4f} ± {results['gp_log_likelihood'][1]:.4f}",
+             f"mse {results['gp_mse'][0]:.4f} ± {results['gp_mse'][1]:.4f}"]
+    if "log_likelihood_gap" in results:
+        gap = results["log_likelihood_gap"]
+        parts.append(f"gap {gap[0]:.4f} ± {gap[1]:.4f} nats per target point")
+    return " | ".join(parts) + f" ({results[NUM_EPISODES_KEY]} episodes)"
+
+
 def format_results(results: dict, steps=None) -> str:
     """One readable line, e.g. `accuracy 0.9812 ± 0.0041 | loss 0.0712 ± 0.0090 (600 episodes)`."""
     hidden = {NUM_EPISODES_KEY, "loss"} if "mse" in results else {NUM_EPISODES_KEY}  # MSE is the loss

@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from tfmeta.learners import registry
 from tfmeta.training.config import (
     DISTANCES,
+    GENERATES,
     HEADS,
     MIXED_PRECISION_POLICIES,
     OMNIGLOT_SPLITS,
@@ -76,6 +77,13 @@ _HELP = {
     "flip": "Training augmentation: random left-right flips.",
     "color_jitter": "Training augmentation: brightness/contrast/saturation jitter strength in [0, 1].",
     "patience": "Stop after this many evaluations without a better validation metric (0: never).",
+    "attention": "Neural Processes: the Attentive NP's self- and cross-attention (Kim et al. 2019) instead of the mean.",
+    "generate": "HyperNetworks: all (every weight of the MLP; regression), head (the classifier head) or film "
+                "(FiLM scales and shifts of Conv-4's BatchNorm layers); default all for regression, head otherwise.",
+    "task_metadata": "Condition on each task's description (sinusoid: amplitude and phase; GP: the kernel's scales).",
+    "metadata_noise": "Standard deviation of the noise on the sinusoid description (0: exact).",
+    "min_shots": "Sinusoid training tasks: draw the number of support points per task in [min_shots, shots] "
+                 "(0 also trains prediction from the description alone).",
 }
 
 # The flags of each kind of trainer (each a MetaTrainConfig field of the same name).
@@ -87,9 +95,10 @@ COMMON_FIELDS = ("dataset", "data_dir", "split", "image_size", "channels", "ways
 GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "first_order", "multi_step_loss",
                    "msl_anneal_steps")
 METRIC_FIELDS = ("train_ways", "train_shots", "train_queries", "max_ways", "max_shots")
+AMORTIZED_FIELDS = METRIC_FIELDS + ("task_metadata", "metadata_noise", "min_shots")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
 ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS, "split": OMNIGLOT_SPLITS,
-         "select": SELECTIONS}
+         "select": SELECTIONS, "generate": GENERATES}
 _defined = []  # the flags define_flags defined
 _defaults = {}  # every field's value when it has no flag: the trainer's defaults
 
@@ -144,11 +153,22 @@ def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
     _defaults.update({name: defaults[name] for name in _DEFAULTS})
 
 
-def config_from_flags(**fixed) -> MetaTrainConfig:
+def config_from_flags(dataset_defaults=None, **fixed) -> MetaTrainConfig:
     """The `MetaTrainConfig` the command line describes (with `fixed` fields forced): the
-    trainer's flags, its defaults for the fields it does not expose."""
+    trainer's flags, its defaults for the fields it does not expose.
+
+    Args:
+        dataset_defaults: optional `{dataset: {field: value}}`: defaults that replace
+            the trainer's for the flags not given on the command line when
+            `--dataset` names that data set (e.g. the classification settings of a
+            trainer whose defaults are a regression's).
+        **fixed: fields forced to a value.
+    """
     values = dict(_defaults)
     values.update({name: flags.FLAGS[name].value for name in _defined})
+    chosen = (dataset_defaults or {}).get(values["dataset"], {})
+    values.update({name: value for name, value in chosen.items()
+                   if name not in _defined or not flags.FLAGS[name].present})
     values.update(fixed)
     return MetaTrainConfig(**values)
 

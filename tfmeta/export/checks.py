@@ -15,13 +15,15 @@ def _shape(x):
     return tf.raw_ops.Shape(input=x, out_type=tf.int32)
 
 
-def check_batch(x, name: str, example_shape) -> list:
-    """Checks `x` is `[batch, *example_shape]` with `batch >= 1`.
+def check_batch(x, name: str, example_shape, allow_empty: bool = False) -> list:
+    """Checks `x` is `[batch, *example_shape]` with `batch >= 1` (or `>= 0` with `allow_empty`).
 
     Args:
         x: the input tensor.
         name: the input's name in the signature (used in messages).
         example_shape: the expected shape of one example, e.g. `(28, 28, 1)`.
+        allow_empty: accept `batch == 0` (a support set may be empty when the
+            task's description is given: zero-shot).
 
     Returns:
         The assert ops, to use as control dependencies.
@@ -35,13 +37,16 @@ def check_batch(x, name: str, example_shape) -> list:
     padded = tf.concat([shape, tf.fill([rank], -1)], axis=0)[:rank]
     dims_ok = tf.reduce_all(tf.equal(padded[1:], tf.constant(expected, tf.int32)))
     pretty = "[batch, " + ", ".join(str(d) for d in expected) + "]"
+    shape_check = tf.debugging.Assert(
+        tf.logical_and(rank_ok, dims_ok),
+        [f"`{name}` must have shape {pretty}. Received: {name}.shape=", shape],
+        summarize=8,
+        name=f"check_{name}_shape",
+    )
+    if allow_empty:
+        return [shape_check]
     return [
-        tf.debugging.Assert(
-            tf.logical_and(rank_ok, dims_ok),
-            [f"`{name}` must have shape {pretty}. Received: {name}.shape=", shape],
-            summarize=8,
-            name=f"check_{name}_shape",
-        ),
+        shape_check,
         tf.debugging.Assert(
             tf.logical_or(tf.logical_not(rank_ok), padded[0] > 0),
             [f"`{name}` must hold at least one example. Received: {name}.shape=", shape],
@@ -61,6 +66,21 @@ def check_same_batch(x, x_name: str, y, y_name: str) -> list:
             [f"`{y_name}` must have one entry per example of `{x_name}`. Received: {x_name} has", x_size,
              f"examples, {y_name} has", y_size],
             name=f"check_{y_name}_size",
+        )
+    ]
+
+
+def check_vector(x, name: str, size: int) -> list:
+    """Checks `x` has shape `[size]` (e.g. a task's description, `task_metadata`)."""
+    shape = _shape(x)
+    ok = tf.logical_and(tf.equal(tf.raw_ops.Size(input=shape, out_type=tf.int32), 1),
+                        tf.reduce_all(tf.equal(tf.concat([shape, [-1]], axis=0)[:1], size)))
+    return [
+        tf.debugging.Assert(
+            ok,
+            [f"`{name}` must have shape [{size}]. Received: {name}.shape=", shape],
+            summarize=8,
+            name=f"check_{name}_shape",
         )
     ]
 

@@ -8,6 +8,11 @@ are saved with the module, for clients that adapt once and predict many times
 * `adapt_task(support, labels) -> {"task_state": [tensors]}`: the learner's task
   state, flattened to a list;
 * `predict_task(task_state, query) -> outputs`.
+
+Regressors of probabilistic learners (Neural Processes, `Learner.probabilistic`)
+also return `stddev`; learners that condition on a task description
+(`Learner.metadata_dim`) take `task_metadata` `[M]` in `serving_default` and
+`adapt_task`, and accept an empty support set (zero-shot).
 """
 
 import pathlib
@@ -58,16 +63,19 @@ class FewShotModule(tf.Module):
         super().__init__(name=f"few_shot_{learner.task}")
         self.learner_variables = tf_variables(learner.variables)
         classifier = learner.task == CLASSIFICATION
+        probabilistic = learner.probabilistic and not classifier
+        metadata_dim = learner.metadata_dim  # None: no `task_metadata` input
         x_name, y_name, q_name = (
             ("support_images", "support_labels", "query_images") if classifier else ("support_x", "support_y", "query_x")
         )
         y_spec = tf.TensorSpec([None], tf.int32, y_name) if classifier else tf.TensorSpec([None, 1], tf.float32, y_name)
         specs = [tf.TensorSpec((None,) + example_shape, tf.float32, x_name), y_spec,
                  tf.TensorSpec((None,) + example_shape, tf.float32, q_name)]
+        metadata_spec = [] if metadata_dim is None else [tf.TensorSpec([metadata_dim], tf.float32, "task_metadata")]
         dtype = learner.model.compute_dtype
 
         def validated(support_x, support_y, query_x):
-            guards = checks.check_batch(support_x, x_name, example_shape)
+            guards = checks.check_batch(support_x, x_name, example_shape, allow_empty=metadata_dim is not None)
             guards += checks.check_batch(query_x, q_name, example_shape)
             if classifier:
                 guards += checks.check_rank(support_y, y_name, 1, "[batch]")
@@ -82,16 +90,30 @@ class FewShotModule(tf.Module):
             support_x, support_y, query_x = checks.with_checks(guards, support_x, support_y, query_x)
             return tf.cast(support_x, dtype), support_y, tf.cast(query_x, dtype)
 
-        adapt = lambda support_x, support_y: learner.adapt(support_x, support_y, steps=steps, training=training)
+        def adapt(support_x, support_y, metadata=None):
+            return learner.adapt_task(support_x, support_y, metadata=metadata, steps=steps, training=training)
+
+        def validated_metadata(metadata):
+            return checks.with_checks(checks.check_vector(metadata, "task_metadata", metadata_dim), metadata)
 
         def outputs_of(predictions):
+            if probabilistic:  # a Gaussian per query
+                return {"predictions": tf.cast(predictions["mean"], tf.float32),
+                        "stddev": tf.cast(predictions["stddev"], tf.float32)}
             predictions = tf.cast(predictions, tf.float32)
             return classifier_outputs(predictions) if classifier else {"predictions": predictions}
 
-        @tf.function(input_signature=specs)
-        def serve(support_x, support_y, query_x):
-            support_x, support_y, query_x = validated(support_x, support_y, query_x)
-            return outputs_of(learner.predict(adapt(support_x, support_y), query_x, training=training))
+        if metadata_dim is None:
+            @tf.function(input_signature=specs)
+            def serve(support_x, support_y, query_x):
+                support_x, support_y, query_x = validated(support_x, support_y, query_x)
+                return outputs_of(learner.predict(adapt(support_x, support_y), query_x, training=training))
+        else:
+            @tf.function(input_signature=specs + metadata_spec)
+            def serve(support_x, support_y, query_x, task_metadata):
+                support_x, support_y, query_x = validated(support_x, support_y, query_x)
+                state = adapt(support_x, support_y, validated_metadata(task_metadata))
+                return outputs_of(learner.predict(state, query_x, training=training))
 
         # Two different valid support sets give the task state's shapes (and which dims vary).
         if classifier:
@@ -100,14 +122,23 @@ class FewShotModule(tf.Module):
                                          tf.repeat(tf.range(ways, dtype=tf.int32), shots))
             dummy_a, dummy_b = dummy(ways_a, 1), dummy(ways_b, 2)
         else:
-            dummy = lambda n: (tf.zeros((n,) + example_shape, dtype), tf.zeros((n, 1), tf.float32))
+            metadata = () if metadata_dim is None else (tf.zeros([metadata_dim], tf.float32),)
+            dummy = lambda n: (tf.zeros((n,) + example_shape, dtype), tf.zeros((n, 1), tf.float32)) + metadata
             dummy_a, dummy_b = dummy(1), dummy(2)
         state_specs, structure = _task_state_specs(adapt, dummy_a, dummy_b)
 
-        @tf.function(input_signature=specs[:2])
-        def adapt_task(support_x, support_y):
-            support_x, support_y, _ = validated(support_x, support_y, support_x)
-            return {"task_state": tf.nest.flatten(adapt(support_x, support_y))}
+        if metadata_dim is None:
+            @tf.function(input_signature=specs[:2])
+            def adapt_task(support_x, support_y):
+                support_x, support_y, _ = validated(support_x, support_y, support_x)
+                return {"task_state": tf.nest.flatten(adapt(support_x, support_y))}
+        else:
+            @tf.function(input_signature=specs[:2] + metadata_spec)
+            def adapt_task(support_x, support_y, task_metadata):
+                # The query check needs one example: a zero-filled stand-in (the support may be empty).
+                stand_in = tf.zeros((1,) + example_shape, tf.float32)
+                support_x, support_y, _ = validated(support_x, support_y, stand_in)
+                return {"task_state": tf.nest.flatten(adapt(support_x, support_y, validated_metadata(task_metadata)))}
 
         @tf.function(input_signature=[state_specs, specs[2]])
         def predict_task(task_state, query_x):
@@ -130,6 +161,11 @@ class FewShotModule(tf.Module):
 def _export_few_shot(learner, task, kind, export_root, name, model_card, inner_steps, training, input_shape,
                      preprocessing, max_ways=None, max_shots=None) -> pathlib.Path:
     check_export_arguments(learner, task, name, model_card)
+    if task == CLASSIFICATION and learner.metadata_dim is not None:
+        raise ValueError(
+            f"Classifier exports do not take class metadata yet; {type(learner).__name__} conditions on it. "
+            f"Received: metadata_dim={learner.metadata_dim}"
+        )
     training = learner.training_at_test if training is None else training
     example_shape = example_shape_of(learner, input_shape)
     if inner_steps is not None:
@@ -236,7 +272,11 @@ def export_few_shot_regressor(
 
     `serving_default` takes `support_x` float32 `[S, D]`, `support_y` float32
     `[S, 1]` and `query_x` float32 `[Q, D]`, adapts inside the graph and returns
-    `predictions` float32 `[Q, 1]`.
+    `predictions` float32 `[Q, 1]`. A probabilistic learner (`probabilistic`,
+    Neural Processes) also returns `stddev` float32 `[Q, 1]` (its predictions
+    are the Gaussian's means). A learner that conditions on a task description
+    (`metadata_dim = M`) also takes `task_metadata` float32 `[M]`, and `S` may be
+    0 (a prediction from the description alone).
 
     Args:
         learner: a regression `Learner`.

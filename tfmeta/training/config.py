@@ -8,7 +8,12 @@ import re
 from tfmeta.data.splits import OMNIGLOT_SPLITS
 from tfmeta.learners import registry
 
-DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
+DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot", "folder")  # or any TFDS name
+# Regression task families: sinusoids and Gaussian-process tasks (`gp`: the CNP paper's
+# fixed kernel; `gp_anp`: the ANP paper's kernel drawn per task).
+REGRESSION_DATASETS = ("sinusoid", "gp", "gp_anp")
+GP_DATASETS = ("gp", "gp_anp")
+GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
 SELECTIONS = ("last", "best")
@@ -118,6 +123,19 @@ class MetaTrainConfig:
             regression; needs validation classes of the split's own).
         patience: stop after this many evaluations without a better validation
             metric (0: never; needs validation classes of the split's own).
+        attention: Neural Processes (`cnp`): the Attentive NP's self- and
+            cross-attention (Kim et al., 2019) instead of the mean.
+        generate: HyperNetworks (`hypernet`): `"all"` the target's weights
+            (regression), `"head"` the classifier head or `"film"` FiLM scales
+            and shifts of the BatchNorm layers (classification); None: `"all"`
+            for regression, `"head"` for classification.
+        task_metadata: amortized learners condition on each task's description
+            (sinusoids: amplitude and phase; GP tasks: length and signal scale).
+        metadata_noise: standard deviation of the noise added to the sinusoid
+            description (0: exact).
+        min_shots: sinusoid training tasks (amortized learners): the number of
+            support points is drawn per task, uniform in `min_shots..shots`
+            (None: always `shots`; 0 trains prediction from the description alone).
     """
 
     dataset: str = "sinusoid"
@@ -162,6 +180,11 @@ class MetaTrainConfig:
     color_jitter: float = 0.0
     select: str = "last"
     patience: int = 0
+    attention: bool = False
+    generate: str | None = None
+    task_metadata: bool = False
+    metadata_noise: float = 0.0
+    min_shots: int | None = None
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -202,11 +225,12 @@ class MetaTrainConfig:
                 f"{self.variant}'s head has `ways` outputs: train on {self.ways}-way episodes (train_ways=None). "
                 f"Received: ways={self.ways}, train_ways={self.train_ways}"
             )
-        if family != "gradient" and self.is_regression:
+        if family == "metric" and self.is_regression:
             raise ValueError(
                 f"{self.variant} classifies images; dataset={self.dataset!r} is a regression task family. "
                 f"Choose --dataset=omniglot, folder or a TFDS name. Received: variant={self.variant!r}"
             )
+        self._check_amortized_fields(family)
         if self.distance not in DISTANCES:
             raise ValueError(f"`distance` must be one of {', '.join(DISTANCES)}. Received: distance={self.distance!r}")
         if self.head not in HEADS:
@@ -272,18 +296,58 @@ class MetaTrainConfig:
         return (pick(self.train_ways, self.ways), pick(self.train_shots, self.shots),
                 pick(self.train_queries, self.queries))
 
+    def _check_amortized_fields(self, family: str) -> None:
+        """The options of the amortized family (attention, generate, task metadata, min_shots)."""
+        if self.dataset in GP_DATASETS and family != "amortized":
+            raise ValueError(f"GP tasks have padded context and target sets that only the amortized learners "
+                             f"(cnp, hypernet) mask. Received: variant={self.variant!r}, dataset={self.dataset!r}")
+        if self.attention and self.variant != "cnp":
+            raise ValueError(f"`attention` applies to Neural Processes (variant='cnp'). "
+                             f"Received: variant={self.variant!r}, attention=True")
+        if self.attention and not self.is_regression:
+            raise ValueError(f"`attention` applies to regression tasks. Received: dataset={self.dataset!r}")
+        if self.generate is not None:
+            if self.variant != "hypernet" or self.generate not in GENERATES:
+                raise ValueError(f"`generate` applies to variant='hypernet' and must be one of "
+                                 f"{', '.join(GENERATES)}. Received: variant={self.variant!r}, "
+                                 f"generate={self.generate!r}")
+            if (self.generate == "all") != self.is_regression:
+                raise ValueError(f"generate='all' is for regression, 'head' and 'film' for classification. "
+                                 f"Received: generate={self.generate!r}, dataset={self.dataset!r}")
+        if self.task_metadata and (family != "amortized" or not self.is_regression):
+            raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp). "
+                             f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
+        if isinstance(self.metadata_noise, bool) or not isinstance(self.metadata_noise, (int, float)) \
+                or not 0.0 <= self.metadata_noise < math.inf:
+            raise ValueError(f"`metadata_noise` must be a number >= 0. Received: metadata_noise={self.metadata_noise!r}")
+        if self.metadata_noise and self.dataset != "sinusoid":
+            raise ValueError(f"`metadata_noise` applies to sinusoid tasks. Received: dataset={self.dataset!r}")
+        if self.min_shots is not None:
+            if self.dataset != "sinusoid" or family != "amortized":
+                raise ValueError(f"`min_shots` applies to the amortized learners on sinusoid tasks. "
+                                 f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
+            if not isinstance(self.min_shots, int) or isinstance(self.min_shots, bool) \
+                    or not 0 <= self.min_shots <= self.shots:
+                raise ValueError(f"`min_shots` must be an integer in [0, shots={self.shots}]. "
+                                 f"Received: min_shots={self.min_shots!r}")
+
     @property
     def is_regression(self) -> bool:
-        """Whether the tasks are regression tasks (sinusoid)."""
-        return self.dataset == "sinusoid"
+        """Whether the tasks are regression tasks (sinusoid, GP)."""
+        return self.dataset in REGRESSION_DATASETS
+
+    @property
+    def metadata_dim(self) -> int | None:
+        """The size of a task's description the learner conditions on (None: none)."""
+        return 2 if self.task_metadata else None
 
     def resolved(self) -> "MetaTrainConfig":
         """A copy with derived defaults filled in (`workdir`, `export_name`)."""
         changes = {}
         if self.workdir is None:
-            changes["workdir"] = f"runs/{self.variant}_{self.dataset}"
+            changes["workdir"] = f"runs/{'anp' if self.attention else self.variant}_{self.dataset}"
         if self.export_name is None:
-            name = f"{self.variant}_{self.dataset}".replace("+", "p")
+            name = f"{'anp' if self.attention else self.variant}_{self.dataset}".replace("+", "p")
             if not self.is_regression:
                 name += f"_{self.ways}way_{self.shots}shot"
             changes["export_name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", name)

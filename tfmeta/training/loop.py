@@ -78,6 +78,9 @@ class MetaTrainer:
             `preprocessing`, ...), written into `config.json` so that the run
             can be restored without reading its data (`tfmeta.workdir`).
         progress_seconds: seconds between progress lines.
+        evaluation_hooks: callables `hook(learner, step, writer)` run on the
+            chief after each validation (`writer`: the run's TensorBoard
+            writer), e.g. pictures of the predictions on fixed test tasks.
 
     Raises:
         TypeError: if `config` is not a `MetaTrainConfig` or the built learner
@@ -106,6 +109,7 @@ class MetaTrainer:
         log_every: int | None = None,
         data_spec: dict | None = None,
         progress_seconds: float = 10.0,
+        evaluation_hooks=(),
     ):
         if not isinstance(config, MetaTrainConfig):
             raise TypeError(f"`config` must be a MetaTrainConfig. Received: config={type(config).__name__}")
@@ -122,6 +126,7 @@ class MetaTrainer:
         self.log_every = log_every or max(1, self.config.eval_every // 20)
         self.data_spec = data_spec
         self.progress_seconds = progress_seconds
+        self.evaluation_hooks = tuple(evaluation_hooks)
         self.trace_count = 0
 
         with self.strategy.scope():
@@ -378,6 +383,9 @@ class MetaTrainer:
                 record = {"step": done}
                 record.update({name: float(np.mean(values)) for name, values in window.items()})
                 record.update(self.validate())
+                if self.is_chief:
+                    for hook in self.evaluation_hooks:
+                        hook(self.learner, done, writer)
                 record.update(self.learner.scalars())
                 summaries.write_scalars(writer, {k: v for k, v in record.items() if k.startswith("val/")}, done)
                 path = self.save()

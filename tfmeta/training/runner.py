@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfmeta import evaluation
 from tfmeta.data.splits import ClassSplit, load_class_split
 from tfmeta.training import distribute
-from tfmeta.training.config import MetaTrainConfig
+from tfmeta.training.config import GP_DATASETS, MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 
 # Validation and test tasks are drawn at steps far beyond any training step, so
@@ -76,12 +76,22 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
     meta-batch (`meta_batch_size / num_replicas` distinct tasks); the shares
     of step `s` together are exactly the single-device meta-batch of step `s`.
     """
+    if config.dataset in GP_DATASETS:
+        from tfmeta.data.gp import gp_tasks
+
+        def make(start_step, input_context=None):
+            tasks = gp_tasks(config.meta_batch_size, seed=config.seed, start_step=start_step,
+                             input_context=input_context, **gp_settings(config)[0])
+            return tasks.map(lambda batch: batch.task_episode(config.task_metadata))
+
+        return make
     if config.is_regression:
         from tfmeta.data.regression import sinusoid_tasks
 
         def make(start_step, input_context=None):
             return sinusoid_tasks(config.shots, config.queries, config.meta_batch_size,
-                                  seed=config.seed, start_step=start_step, input_context=input_context)
+                                  seed=config.seed, start_step=start_step, input_context=input_context,
+                                  **sinusoid_options(config, training=True))
 
         return make
     from tfmeta.data.augment import Augmentation, augment_episode
@@ -120,16 +130,48 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
     """
     num_episodes = num_episodes or config.eval_episodes
     num_steps = math.ceil(num_episodes / config.meta_batch_size)
+    if config.dataset in GP_DATASETS:
+        gp = gp_test_dataset_fn(config, start_step, num_episodes)
+        return lambda: gp().map(lambda batch: batch.task_episode(config.task_metadata))
     if config.is_regression:
         from tfmeta.data.regression import sinusoid_tasks
 
+        options = sinusoid_options(config, training=False)
         return lambda: sinusoid_tasks(config.shots, config.queries, config.meta_batch_size, seed=config.seed,
-                                      start_step=start_step).take(num_steps)
+                                      start_step=start_step, **options).take(num_steps)
     from tfmeta.data.pipeline import episode_dataset
 
     classes = split.val if classes is None else classes
     return lambda: episode_dataset(classes, config.ways, config.shots, config.queries, config.meta_batch_size,
                                    seed=config.seed, start_step=start_step, num_steps=num_steps)
+
+
+def gp_settings(config: MetaTrainConfig) -> tuple[dict, dict]:
+    """`(training, test)` settings of `gp_tasks` / `gp_test_tasks` for a GP dataset: the CNP
+    paper's (`gp`, fixed kernel) or the ANP paper's (`gp_anp`, kernel drawn per task)."""
+    from tfmeta.data import gp
+
+    return (gp.CNP_SETTING, gp.CNP_TEST_SETTING) if config.dataset == "gp" else (gp.ANP_SETTING, gp.ANP_TEST_SETTING)
+
+
+def gp_test_dataset_fn(config: MetaTrainConfig, start_step=TEST_START_STEP, num_episodes=None):
+    """`() -> Dataset` of `GPEpisode`s (kernel parameters included) of unseen GP tasks: 400 grid targets."""
+    from tfmeta.data.gp import gp_test_tasks
+
+    num_steps = math.ceil((num_episodes or config.eval_episodes) / config.meta_batch_size)
+    return lambda: gp_test_tasks(config.meta_batch_size, seed=config.seed, start_step=start_step,
+                                 **gp_settings(config)[1]).take(num_steps)
+
+
+def sinusoid_options(config: MetaTrainConfig, training: bool) -> dict:
+    """`sinusoid_tasks`' metadata options for `config`: the description with its noise, and
+    (training tasks) the drawn number of support points."""
+    options = {}
+    if config.task_metadata:
+        options["metadata_noise"] = float(config.metadata_noise)
+    if training and config.min_shots is not None:
+        options["min_shots"] = config.min_shots
+    return options
 
 
 # --------------------------------------------------------------- learners
@@ -138,6 +180,10 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 # The options of each learner that the config holds, by registry name (the gradient family's are shared).
 LEARNER_OPTIONS = {
     "protonet": lambda config: dict(distance=config.distance),
+    "cnp": lambda config: (dict(task="regression", attention=config.attention, metadata_dim=config.metadata_dim)
+                           if config.is_regression else dict(task="classification")),
+    "hypernet": lambda config: dict(task="regression" if config.is_regression else "classification",
+                                    generate=config.generate, metadata_dim=config.metadata_dim),
 }
 
 
@@ -161,7 +207,9 @@ def learner_fn(config: MetaTrainConfig, input_shape):
     family = learners.entry(config.variant).family
 
     def make():
-        if config.is_regression:
+        if config.is_regression and family == "amortized" and config.variant == "cnp":
+            network = None  # the CNP encodes the raw (x, y) pairs (its network is the identity)
+        elif config.is_regression:
             network = models.mlp(input_dim=int(input_shape[0]), hidden=(40, 40), outputs=1)
         else:
             head = config.ways if family == "gradient" else None
@@ -221,6 +269,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
             f"Received: select={config.select!r}, patience={config.patience}"
         )
     spec = data_spec(config, split)
+    hooks = plot_hooks(config, verbose) if distribute.is_chief(strategy) else []
     trainer = MetaTrainer(
         config,
         build_learner=learner_fn(config, spec["input_shape"]),
@@ -230,8 +279,48 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
         strategy=strategy,
         verbose=verbose,
         data_spec=spec,
+        evaluation_hooks=hooks,
     )
     return trainer, split
+
+
+# Test tasks drawn at each evaluation of a regression run (`plot_hooks`).
+NUM_PLOT_TASKS = 4
+PLOT_POINTS = 200  # sinusoid targets per plotted task (the GP test grid has 400)
+
+
+def plot_episodes(config: MetaTrainConfig):
+    """The fixed test tasks a regression run draws: 4 tasks with dense targets (a `TaskEpisode`)."""
+    if config.dataset in GP_DATASETS:
+        from tfmeta.data.gp import gp_test_tasks
+
+        batch = next(iter(gp_test_tasks(NUM_PLOT_TASKS, seed=config.seed, start_step=TEST_START_STEP,
+                                        per_task_counts=True, **gp_settings(config)[1])))
+        return batch.task_episode(config.task_metadata)
+    from tfmeta.data.episode import TaskEpisode
+    from tfmeta.data.regression import sinusoid_tasks
+
+    options = sinusoid_options(config, training=False)
+    batch = next(iter(sinusoid_tasks(config.shots, PLOT_POINTS, NUM_PLOT_TASKS, seed=config.seed,
+                                     start_step=TEST_START_STEP, **options)))
+    return batch if isinstance(batch, TaskEpisode) else TaskEpisode.from_episode(batch)
+
+
+def plot_hooks(config: MetaTrainConfig, verbose: bool = True) -> list:
+    """The evaluation hooks of a run: pictures of test-task predictions for regression runs
+    (`tfmeta.training.plots`), none for classification or without matplotlib (a one-line note)."""
+    from tfmeta.training import plots
+
+    if not config.is_regression:
+        return []
+    if not plots.available():
+        if verbose:
+            print('note: matplotlib is not installed, so no prediction plots (pip install "tfmeta[plots]")',
+                  flush=True)
+        return []
+    label = "anp" if config.attention else config.variant
+    return [plots.RegressionPlotHook(plot_episodes(config), config.resolved().workdir,
+                                     title=f"{label} on {config.dataset}")]
 
 
 # ---------------------------------------------------------------- the end
@@ -260,7 +349,42 @@ def evaluate_on_test(learner, config: MetaTrainConfig, split: ClassSplit | None 
         if verbose:
             label = "test" if steps is None else f"test after {steps:2d} inner steps"
             print(f"{label}: {evaluation.format_results(results[steps])}", flush=True)
+    if config.dataset in GP_DATASETS:  # the best any model can do on the same tasks
+        oracle = evaluation.compare_with_gp_oracle(learner, gp_test_dataset_fn(config)(), config.eval_episodes,
+                                                   kernel_metadata=config.task_metadata)
+        results[None].update({k: v for k, v in oracle.items() if k != evaluation.NUM_EPISODES_KEY})
+        if verbose:
+            print(f"exact GP posterior (true kernel): {evaluation.format_gp_oracle(oracle)}", flush=True)
+    if config.task_metadata and config.dataset == "sinusoid" and learner.eval_steps is None:
+        results[None].update(evaluate_by_shots(learner, config, verbose))
     return results
+
+
+# Support sizes of the test of a run with task metadata (0: the description alone).
+METADATA_SHOTS = (0, 1, 5, 10)
+
+
+def evaluate_by_shots(learner, config: MetaTrainConfig, verbose: bool = True) -> dict:
+    """The test metrics of a sinusoid run with metadata at 0, 1, 5 and 10 support points.
+
+    Returns:
+        `{"<metric>_<k>shot": (mean, ci95)}`.
+    """
+    from tfmeta.data.regression import sinusoid_tasks
+
+    num_steps = math.ceil(config.eval_episodes / config.meta_batch_size)
+    evaluator = evaluation.Evaluator(learner)
+    out = {}
+    for shots in METADATA_SHOTS:
+        tasks = sinusoid_tasks(shots, config.queries, config.meta_batch_size, seed=config.seed,
+                               start_step=TEST_START_STEP, metadata_noise=float(config.metadata_noise)).take(num_steps)
+        result = evaluator.evaluate(tasks, config.eval_episodes)
+        if verbose:
+            print(f"test at {shots:2d} shots (metadata noise {config.metadata_noise}): "
+                  f"{evaluation.format_results(result)}", flush=True)
+        out.update({f"{name}_{shots}shot": value for name, value in result.items()
+                    if name != evaluation.NUM_EPISODES_KEY})
+    return out
 
 
 def evaluation_card(test_results: dict) -> dict:
@@ -308,11 +432,11 @@ def export_learner(learner, config: MetaTrainConfig, spec: dict, step: int, test
 
     config = config.resolved()
     card = {"training": config.to_dict(), "checkpoint_step": int(step), "evaluation": evaluation_card(test_results)}
+    steps = None if learner.eval_steps is None else config.eval_inner_steps
     if config.is_regression:
         return export.export_few_shot_regressor(learner, config.export_dir, config.export_name,
-                                                model_card=card, inner_steps=config.eval_inner_steps)
+                                                model_card=card, inner_steps=steps)
     card["shots"] = config.shots
-    steps = None if learner.eval_steps is None else config.eval_inner_steps
     return export.export_few_shot_classifier(learner, config.export_dir, config.export_name, model_card=card,
                                              inner_steps=steps, preprocessing=spec["preprocessing"],
                                              max_ways=config.max_ways, max_shots=config.max_shots)

@@ -190,8 +190,14 @@ class ConditionalNeuralProcess(Learner):
     # ------------------------------------------------------------ the contract
 
     def _features(self, x, training):
-        outputs, _ = self.call_network(self.initial_weights(), x, training=training)
-        return outputs
+        """`f(x)`: `(..., n, F)` from `(..., n, *x_shape)` (one task, or a meta-batch)."""
+        example_rank = len(self.input_shape)
+        if x.shape.rank == example_rank + 1:  # one task
+            return self.call_network(self.initial_weights(), x, training=training)[0]
+        lead = tf.shape(x)[:-example_rank]
+        flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-example_rank:]], axis=0))
+        outputs, _ = self.call_network(self.initial_weights(), flat, training=training)
+        return tf.reshape(outputs, tf.concat([lead, tf.shape(outputs)[-1:]], axis=0))
 
     def adapt(self, support_x, support_y, steps=None, training: bool = True):
         """The context's representation (every point real, no metadata); see `adapt_task`."""
@@ -216,40 +222,44 @@ class ConditionalNeuralProcess(Learner):
             ValueError: if `steps` is given, or the metadata is missing or misshapen.
         """
         self.check_adapt_steps(steps)
-        metadata = common.task_metadata(self, metadata)
-        features = self._features(support_x, training)  # (S, F)
+        return self._encode(support_x, support_y, support_mask, metadata, training, batch_rank=0)
+
+    def _encode(self, support_x, support_y, support_mask, metadata, training, batch_rank: int):
+        """`adapt_task` for one task (`batch_rank=0`) or a meta-batch (1: a leading tasks axis)."""
+        metadata = common.task_metadata(self, metadata, rank=1 + batch_rank)
+        features = self._features(support_x, training)  # (..., S, F)
         pairs = tf.concat([features, tf.cast(support_y, features.dtype)], axis=-1)
-        encoded = self.encoder(pairs)  # (S, R)
+        encoded = self.encoder(pairs)  # (..., S, R)
         if self.attention:
             values = encoded
             for block in self.self_attention:
                 values = block(values, support_mask)
-            mask = tf.ones(tf.shape(encoded)[:1], encoded.dtype) if support_mask is None else \
+            mask = tf.ones(tf.shape(encoded)[:-1], encoded.dtype) if support_mask is None else \
                 tf.cast(support_mask, encoded.dtype)
             state = {"keys": self.attention_mlp(features), "values": values, "mask": mask}
         else:
             state = {"representation": set_mean(encoded, support_mask)}
-        if metadata is not None:
-            state["metadata"] = self.metadata_encoder(metadata[None])[0]
+        if metadata is not None:  # (..., M) -> (..., D); Dense layers want a rank >= 2
+            state["metadata"] = self.metadata_encoder(metadata[..., None, :])[..., 0, :]
         return state
 
     def predict(self, task_state: dict, x, training: bool = True) -> dict:
-        """The Gaussian predictive of each target: `{"mean": (T, d), "stddev": (T, d)}`."""
-        features = self._features(x, training)  # (T, F)
-        targets = tf.shape(features)[0]
+        """The Gaussian predictive of each target: `{"mean": (T, d), "stddev": (T, d)}`
+        (with a leading tasks axis for a meta-batch's state)."""
+        features = self._features(x, training)  # (..., T, F)
+        points = tf.shape(features)[:-1]
+        broadcast = lambda v: tf.broadcast_to(v[..., None, :], tf.concat([points, tf.shape(v)[-1:]], axis=0))
         if self.attention:
             queries = self.attention_mlp(features)
             representation = self.cross_attention(queries, task_state["keys"], task_state["values"],
-                                                  task_state["mask"])  # (T, R)
+                                                  task_state["mask"])  # (..., T, R)
         else:
-            r = task_state["representation"]
-            representation = tf.broadcast_to(r[None], [targets, r.shape[-1]])
+            representation = broadcast(task_state["representation"])
         inputs = [representation]
         if "metadata" in task_state:
-            m = task_state["metadata"]
-            inputs.append(tf.broadcast_to(m[None], [targets, m.shape[-1]]))
+            inputs.append(broadcast(task_state["metadata"]))
         inputs.append(tf.cast(features, representation.dtype))
-        outputs = self.decoder(tf.concat(inputs, axis=-1))  # (T, 2d)
+        outputs = self.decoder(tf.concat(inputs, axis=-1))  # (..., T, 2d)
         if outputs.dtype in (tf.float16, tf.bfloat16):
             outputs = tf.cast(outputs, tf.float32)
         mean, raw = tf.split(outputs, 2, axis=-1)
@@ -267,6 +277,44 @@ class ConditionalNeuralProcess(Learner):
         outputs = self.predict(state, episode.query_x, training=training)
         loss, metrics = self.loss_and_metrics(outputs, episode.query_y, episode.query_mask)
         return TaskLoss(loss, metrics, self.current_state())
+
+    # ---------------------------------------------------- meta-batches at once
+
+    def per_task_metrics(self, episodes: Episode, training: bool = True) -> dict:
+        """`{"loss", "log_likelihood", "mse"}`, each `(tasks,)`, for a whole meta-batch in one pass.
+
+        The same numbers as `task_loss` on each task (masks make the padded
+        shapes exact), computed on `(tasks, points, ...)` tensors instead of one
+        task at a time: one large op per layer rather than one per task.
+        """
+        state = self._encode(episodes.support_x, episodes.support_y, episodes.support_mask, episodes.metadata,
+                             training, batch_rank=1)
+        outputs = self.predict(state, episodes.query_x, training=training)
+        return common.gaussian_task_metrics(outputs, episodes.query_y, episodes.query_mask)
+
+    def meta_gradients(self, episodes: Episode, step=None, training: bool = True, loss_scale=None):
+        """`Learner.meta_gradients` computed on the whole meta-batch at once (`per_task_metrics`):
+        the gradient of the mean task loss is the mean of the tasks' gradients. A network of the
+        inputs with state (BatchNorm) goes task by task (`Learner.meta_gradients`)."""
+        if self.state_variables:
+            return super().meta_gradients(episodes, step, training, loss_scale)
+        meta_vars = self.meta_variables
+        with tf.GradientTape() as tape:
+            per_task = self.per_task_metrics(episodes, training)
+            loss = tf.reduce_mean(per_task["loss"])
+            scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
+        grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        dtype = self.metrics_dtype()
+        metrics = {name: tf.cast(tf.reduce_mean(value), dtype) for name, value in per_task.items()}
+        return grads, metrics, self.current_state()
+
+    def evaluate_tasks(self, episodes: Episode, steps=None, training: bool = True) -> dict:
+        """`Learner.evaluate_tasks` on the whole meta-batch at once (`per_task_metrics`)."""
+        self.check_adapt_steps(steps)
+        if self.state_variables:
+            return super().evaluate_tasks(episodes, steps, training)
+        dtype = self.metrics_dtype()
+        return {name: tf.cast(value, dtype) for name, value in self.per_task_metrics(episodes, training).items()}
 
 
 class CNPClassifier(EmbeddingLearner):
@@ -343,7 +391,7 @@ class CNPClassifier(EmbeddingLearner):
         state = masked_class_means(encoded, support_y, ways, support_mask)
         metadata = common.task_metadata(self, metadata, rank=2)
         if metadata is not None:
-            state = tf.concat([state, self.metadata_encoder(metadata)], axis=-1)
+            state = tf.concat([state, tf.cast(self.metadata_encoder(metadata), state.dtype)], axis=-1)
         return state
 
     def task_state(self, support_embeddings, support_y):
@@ -361,8 +409,7 @@ class CNPClassifier(EmbeddingLearner):
             tf.broadcast_to(tf.cast(query_embeddings, task_state.dtype)[:, None],
                             [queries, ways, query_embeddings.shape[-1]]),
         ], axis=-1)  # (Q, ways, R + E)
-        logits = self.decoder(tf.reshape(pairs, [-1, pairs.shape[-1]]))  # (Q * ways, 1)
-        return tf.reshape(tf.cast(logits, tf.float32), [queries, ways])
+        return tf.cast(self.decoder(pairs)[..., 0], tf.float32)
 
     def task_loss(self, episode: Episode, step=None, training: bool = True) -> TaskLoss:
         support, query, state = self.embed_episode(episode, training)

@@ -5,7 +5,6 @@ import math
 import keras
 import tensorflow as tf
 
-from tfmeta.learners.base import masked_mean
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -77,6 +76,34 @@ def gaussian_log_likelihood(targets, mean, stddev):
     return tf.reduce_sum(-0.5 * tf.square(z) - tf.math.log(stddev) - 0.5 * LOG_2PI, axis=-1)
 
 
+def gaussian_task_metrics(outputs: dict, targets, mask=None) -> dict:
+    """Per-task `loss` (negative log-likelihood), `log_likelihood` and `mse`, means over each task's real targets.
+
+    Args:
+        outputs: `{"mean": (..., n, d), "stddev": (..., n, d)}`.
+        targets: `(..., n, d)`.
+        mask: optional `(..., n)`: 1 a real target, 0 padding.
+
+    Returns:
+        A dict of `(...)` tensors (scalars for one task), float32 under mixed precision.
+    """
+    mean = outputs["mean"]
+    if mean.dtype in (tf.float16, tf.bfloat16):
+        mean = tf.cast(mean, tf.float32)
+    stddev = tf.cast(outputs["stddev"], mean.dtype)
+    targets = tf.cast(targets, mean.dtype)
+    log_p = gaussian_log_likelihood(targets, mean, stddev)  # (..., n)
+    squared = tf.reduce_mean(tf.square(targets - mean), axis=-1)  # (..., n)
+    if mask is None:
+        reduce = lambda v: tf.reduce_mean(v, axis=-1)
+    else:
+        mask = tf.cast(mask, mean.dtype)
+        count = tf.maximum(tf.reduce_sum(mask, axis=-1), tf.ones([], mean.dtype))
+        reduce = lambda v: tf.reduce_sum(v * mask, axis=-1) / count
+    log_likelihood = reduce(log_p)
+    return {"loss": -log_likelihood, "log_likelihood": log_likelihood, "mse": reduce(squared)}
+
+
 def gaussian_loss_and_metrics(outputs: dict, targets, mask=None):
     """The negative log-likelihood per target point (the loss) and the metrics of a Gaussian prediction.
 
@@ -90,13 +117,8 @@ def gaussian_loss_and_metrics(outputs: dict, targets, mask=None):
         `-log N(y; mean, stddev^2)`, of `log N(...)` and of `|y - mean|^2 / d`;
         float32 (also under mixed precision).
     """
-    mean = tf.cast(outputs["mean"], tf.float32) if outputs["mean"].dtype in (tf.float16, tf.bfloat16) \
-        else outputs["mean"]
-    stddev = tf.cast(outputs["stddev"], mean.dtype)
-    targets = tf.cast(targets, mean.dtype)
-    log_likelihood = masked_mean(gaussian_log_likelihood(targets, mean, stddev), mask)
-    mse = masked_mean(tf.reduce_mean(tf.square(targets - mean), axis=-1), mask)
-    return -log_likelihood, {"log_likelihood": log_likelihood, "mse": mse}
+    metrics = gaussian_task_metrics(outputs, targets, mask)
+    return metrics["loss"], {"log_likelihood": metrics["log_likelihood"], "mse": metrics["mse"]}
 
 
 def trainable_of(parts) -> list:

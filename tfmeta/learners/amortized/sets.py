@@ -25,43 +25,62 @@ def check_sizes(name: str, sizes) -> tuple:
     return sizes
 
 
-def mlp_stack(sizes, input_dim: int, name: str, seed=None, dtype=None, last_initializer=None) -> keras.Sequential:
-    """An MLP with ReLU between layers and a linear last layer, built (the reference's `batch_mlp`).
+class MLP(keras.layers.Layer):
+    """An MLP on the last axis of a tensor of any rank: ReLU between layers, the last one linear.
+
+    (The reference's `batch_mlp`; a Layer rather than a `keras.Sequential`, whose
+    `Input` would fix the rank: the learners run it on one task `(n, d)` and on
+    a meta-batch `(tasks, n, d)` alike.)
 
     Args:
         sizes: output sizes of the layers (the last one is linear).
-        input_dim: size of one input.
-        name: the model's name.
         seed: integer seed of the initialisers (None: Keras's global state).
-        dtype: dtype policy of the layers.
         last_initializer: kernel initializer of the last layer (default Glorot
-            uniform); e.g. zeros for a generator that starts at the identity.
-
-    Returns:
-        A built `keras.Sequential` mapping `(..., input_dim)` to `(..., sizes[-1])`.
+            uniform); e.g. zeros for a generator that starts at zero.
     """
-    sizes = check_sizes(f"{name} sizes", sizes)
-    init = lambda i: keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
-    layers = [keras.Input((input_dim,), dtype=dtype)]
-    for i, units in enumerate(sizes):
-        last = i == len(sizes) - 1
-        kernel = (last_initializer if last and last_initializer is not None else init(i))
-        layers.append(keras.layers.Dense(units, activation=None if last else "relu", kernel_initializer=kernel,
-                                         dtype=dtype, name=f"dense{i}"))
-    return keras.Sequential(layers, name=name)
+
+    def __init__(self, sizes, seed=None, last_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = check_sizes(f"{self.name} sizes", sizes)
+        init = lambda i: keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
+        self.dense = []
+        for i, units in enumerate(self.sizes):
+            last = i == len(self.sizes) - 1
+            kernel = last_initializer if last and last_initializer is not None else init(i)
+            self.dense.append(keras.layers.Dense(units, activation=None if last else "relu",
+                                                 kernel_initializer=kernel, name=f"dense{i}"))
+
+    def build(self, input_shape):
+        size = input_shape[-1]
+        for layer in self.dense:
+            layer.build((None, size))
+            size = layer.units
+
+    def call(self, x):
+        for layer in self.dense:
+            x = layer(x)
+        return x
+
+
+def mlp_stack(sizes, input_dim: int, name: str, seed=None, last_initializer=None) -> MLP:
+    """A built `MLP` on `input_dim`-sized inputs (see `MLP`)."""
+    mlp = MLP(sizes, seed=seed, last_initializer=last_initializer, name=name)
+    mlp.build((None, input_dim))
+    return mlp
 
 
 def set_mean(values, mask=None):
-    """The mean over the real points of a set: `(d,)` from `(n, d)` and a mask `(n,)`.
+    """The mean over the real points of a set: `(..., d)` from `(..., n, d)` and a mask `(..., n)`.
 
     Zeros when no point is real (an empty context): the "nothing seen yet"
     representation, never NaN.
     """
+    one = tf.ones([], values.dtype)
     if mask is None:
-        count = tf.cast(tf.shape(values)[0], values.dtype)
-        return tf.reduce_sum(values, axis=0) / tf.maximum(count, tf.ones([], values.dtype))
-    mask = tf.cast(mask, values.dtype)[:, None]
-    return tf.reduce_sum(values * mask, axis=0) / tf.maximum(tf.reduce_sum(mask), tf.ones([], values.dtype))
+        count = tf.cast(tf.shape(values)[-2], values.dtype)
+        return tf.reduce_sum(values, axis=-2) / tf.maximum(count, one)
+    mask = tf.cast(mask, values.dtype)[..., None]
+    return tf.reduce_sum(values * mask, axis=-2) / tf.maximum(tf.reduce_sum(mask, axis=-2), one)
 
 
 def masked_class_means(values, labels, ways, mask=None):
@@ -126,14 +145,18 @@ class MultiHeadAttention(keras.layers.Layer):
         self.wo = self.add_weight(shape=(num_heads, head, value_dim), initializer=normal(value_dim ** -0.5, 3),
                                   name="wo")
 
-    def call(self, queries, keys, values, mask=None):
-        """`(m, d_v)` from queries `(m, d_k)`, keys `(n, d_k)`, values `(n, d_v)` and a key mask `(n,)`."""
-        q = tf.einsum("md,hde->hme", queries, self.wq)
-        k = tf.einsum("nd,hde->hne", keys, self.wk)
-        v = tf.einsum("nd,hde->hne", values, self.wv)
-        logits = tf.einsum("hme,hne->hmn", q, k) / math.sqrt(self.head_size)
-        weights = masked_softmax(logits, None if mask is None else mask[None, None, :])
-        return tf.einsum("hme,hed->md", tf.einsum("hmn,hne->hme", weights, v), self.wo)
+    def call(self, queries, keys, values, key_mask=None):
+        """`(..., m, d_v)` from queries `(..., m, d_k)`, keys `(..., n, d_k)`, values `(..., n, d_v)`
+        and a key mask `(..., n)` (leading axes: tasks, or none).
+
+        (`key_mask`, not `mask`: Keras gives a `mask` argument a meaning of its own.)
+        """
+        q = tf.einsum("...md,hde->...hme", queries, self.wq)
+        k = tf.einsum("...nd,hde->...hne", keys, self.wk)
+        v = tf.einsum("...nd,hde->...hne", values, self.wv)
+        logits = tf.einsum("...hme,...hne->...hmn", q, k) / math.sqrt(self.head_size)
+        weights = masked_softmax(logits, None if key_mask is None else key_mask[..., None, None, :])
+        return tf.einsum("...hme,hed->...md", tf.einsum("...hmn,...hne->...hme", weights, v), self.wo)
 
 
 class SelfAttentionBlock(keras.layers.Layer):
@@ -168,6 +191,6 @@ class SelfAttentionBlock(keras.layers.Layer):
             layer.build((None, self.dim))
         self.out.build((None, self.dim))
 
-    def call(self, h, mask=None):
-        h = self.norm1(h + self.attention(h, h, h, mask))
+    def call(self, h, point_mask=None):
+        h = self.norm1(h + self.attention(h, h, h, point_mask))
         return self.norm2(h + self.out(self.hidden(h)))
