@@ -3,7 +3,8 @@
 matplotlib is an optional dependency (`pip install "tfmeta[plots]"`): `available()`
 says whether it is importable, and `RegressionPlotHook` (a `MetaTrainer`
 evaluation hook) draws a fixed set of test tasks at every evaluation, into
-`<workdir>/plots/predictions_<step>.png` and TensorBoard (`images/predictions`).
+`<workdir>/plots/predictions_<step>.png` and TensorBoard (`images/predictions`, written
+without the `tensorboard` package: `summaries.png_image`).
 matplotlib is drawn through its object API on an Agg canvas: no global backend
 is switched and no window is opened.
 """
@@ -14,9 +15,9 @@ import os
 import pathlib
 
 import numpy as np
-import tensorflow as tf
 
 from tfmeta.data.episode import TaskEpisode
+from tfmeta.training import summaries
 
 PLOTS_DIR = "plots"
 
@@ -131,6 +132,6 @@ class RegressionPlotHook:
         os.replace(partial, path)  # never a half-written picture
         if writer is not None:
             with writer.as_default():
-                tf.summary.image("images/predictions", tf.image.decode_png(png)[None], step=step)
+                summaries.png_image("images/predictions", png, step)
         self.written.append(path)
         return path

@@ -36,3 +36,27 @@ def write_scalars(writer, scalars: dict, step: int) -> None:
     with writer.as_default():
         for name, value in scalars.items():
             scalar(name, value, step)
+
+
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+)
+
+
+def png_image(name: str, png: bytes, step: int) -> bool:
+    """Writes one PNG image to the default summary writer, as `tf.summary.image` would.
+
+    The `images` plugin's record: a string tensor `[width, height, png bytes]`.
+
+    Args:
+        name: tag, e.g. `"images/predictions"`.
+        png: the encoded PNG.
+        step: the global step.
+
+    Returns:
+        Whether a summary was written (False without a default writer).
+    """
+    shape = tf.shape(tf.image.decode_png(png))
+    tensor = tf.stack([tf.strings.as_string(shape[1]), tf.strings.as_string(shape[0]), tf.constant(png)])
+    return tf.summary.write(name, tensor, step=step, metadata=_IMAGE_METADATA.SerializeToString())

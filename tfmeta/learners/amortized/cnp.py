@@ -191,6 +191,7 @@ class ConditionalNeuralProcess(Learner):
 
     def _features(self, x, training):
         """`f(x)`: `(..., n, F)` from `(..., n, *x_shape)` (one task, or a meta-batch)."""
+        x = tf.convert_to_tensor(x)
         example_rank = len(self.input_shape)
         if x.shape.rank == example_rank + 1:  # one task
             return self.call_network(self.initial_weights(), x, training=training)[0]
