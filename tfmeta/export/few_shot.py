@@ -71,7 +71,9 @@ class FewShotModule(tf.Module):
         y_spec = tf.TensorSpec([None], tf.int32, y_name) if classifier else tf.TensorSpec([None, 1], tf.float32, y_name)
         specs = [tf.TensorSpec((None,) + example_shape, tf.float32, x_name), y_spec,
                  tf.TensorSpec((None,) + example_shape, tf.float32, q_name)]
-        metadata_spec = [] if metadata_dim is None else [tf.TensorSpec([metadata_dim], tf.float32, "task_metadata")]
+        # `[None]`, checked to be `[M]` at run time: a static `[M]` would let the graph optimiser fold the
+        # shape check away, and TF Serving feeds tensors without checking them against the signature.
+        metadata_spec = [] if metadata_dim is None else [tf.TensorSpec([None], tf.float32, "task_metadata")]
         dtype = learner.model.compute_dtype
 
         def validated(support_x, support_y, query_x):
@@ -85,7 +87,7 @@ class FewShotModule(tf.Module):
                     guards += checks.check_shots(support_y, y_name, max_shots)
             else:
                 guards += checks.check_rank(support_y, y_name, 2, "[batch, 1]")
-                guards += checks.check_batch(support_y, y_name, (1,))
+                guards += checks.check_batch(support_y, y_name, (1,), allow_empty=metadata_dim is not None)
                 guards += checks.check_same_batch(support_x, x_name, support_y, y_name)
             support_x, support_y, query_x = checks.with_checks(guards, support_x, support_y, query_x)
             return tf.cast(support_x, dtype), support_y, tf.cast(query_x, dtype)
@@ -94,6 +96,7 @@ class FewShotModule(tf.Module):
             return learner.adapt_task(support_x, support_y, metadata=metadata, steps=steps, training=training)
 
         def validated_metadata(metadata):
+            # (Not `tf.ensure_shape`: its own error would come before the check's.)
             return checks.with_checks(checks.check_vector(metadata, "task_metadata", metadata_dim), metadata)
 
         def outputs_of(predictions):

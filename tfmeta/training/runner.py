@@ -373,12 +373,11 @@ def evaluate_by_shots(learner, config: MetaTrainConfig, verbose: bool = True) ->
     from tfmeta.data.regression import sinusoid_tasks
 
     num_steps = math.ceil(config.eval_episodes / config.meta_batch_size)
-    evaluator = evaluation.Evaluator(learner)
     out = {}
     for shots in METADATA_SHOTS:
         tasks = sinusoid_tasks(shots, config.queries, config.meta_batch_size, seed=config.seed,
                                start_step=TEST_START_STEP, metadata_noise=float(config.metadata_noise)).take(num_steps)
-        result = evaluator.evaluate(tasks, config.eval_episodes)
+        result = evaluation.Evaluator(learner).evaluate(tasks, config.eval_episodes)  # one trace per support size
         if verbose:
             print(f"test at {shots:2d} shots (metadata noise {config.metadata_noise}): "
                   f"{evaluation.format_results(result)}", flush=True)

@@ -63,7 +63,8 @@ def task_metadata(learner, metadata, rank: int = 1):
         raise ValueError(f"{type(learner).__name__} conditions on task metadata of size {learner.metadata_dim}: "
                          f"pass `metadata` (episodes: a TaskEpisode with metadata). Received: metadata=None")
     metadata = tf.convert_to_tensor(metadata)
-    if metadata.shape.rank != rank or metadata.shape[-1] != learner.metadata_dim:
+    # (A last dimension unknown while tracing passes: exports check it at run time.)
+    if metadata.shape.rank != rank or metadata.shape[-1] not in (None, learner.metadata_dim):
         expected = "(M,)" if rank == 1 else "(ways, M)"
         raise ValueError(f"`metadata` of one task must have shape {expected} with M = metadata_dim = "
                          f"{learner.metadata_dim}. Received: metadata.shape={metadata.shape}")

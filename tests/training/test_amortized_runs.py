@@ -1,0 +1,124 @@
+"""run(config) for the amortized family: GP tasks and the exact-GP gap, metadata, plots, exact resume, config errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmeta.export import read_model_card
+from tfmeta.training import MetaTrainConfig, plots, run
+from tfmeta.training.runner import build_trainer, plot_hooks
+
+
+def quick(tmp_path, **kwargs):
+    values = dict(variant="cnp", dataset="gp", meta_batch_size=8, num_iterations=20, eval_every=10, eval_episodes=16,
+                  workdir=str(tmp_path / "run"), export_dir="")
+    values.update(kwargs)
+    return MetaTrainConfig(**values)
+
+
+def test_gp_run_reports_the_exact_gp_gap_exports_stddev_and_plots(tmp_path, capsys):
+    result = run(quick(tmp_path, meta_lr=1e-3, export_dir=str(tmp_path / "exports")))
+    assert result.trainer.trace_count == 1
+    test = result.test_results[None]
+    # The oracle scores the same 16 tasks: its log-likelihood is higher, the gap is the difference.
+    assert test["gp_log_likelihood"][0] > test["log_likelihood"][0]
+    np.testing.assert_allclose(test["log_likelihood_gap"][0], test["gp_log_likelihood"][0] - test["log_likelihood"][0],
+                               rtol=1e-4)
+    out = capsys.readouterr().out
+    assert "test: log_likelihood" in out and "exact GP posterior (true kernel): log_likelihood" in out
+    assert "nats per target point (16 episodes)" in out
+    card = read_model_card(result.export_path)
+    assert card["evaluation"]["results"]["log_likelihood_gap"]["mean"] == pytest.approx(test["log_likelihood_gap"][0])
+    assert card["probabilistic"] and "stddev" in card["signature"]["outputs"]
+    assert result.export_path.parent.name == "cnp_gp"
+    assert [r["step"] for r in result.history] == [10, 20] and "val/log_likelihood" in result.history[-1]
+    if not plots.available():
+        return
+    # Pictures of the fixed test tasks at each evaluation, in the workdir and in TensorBoard.
+    pictures = sorted((tmp_path / "run" / "plots").glob("*.png"))
+    assert [p.name for p in pictures] == ["predictions_00000010.png", "predictions_00000020.png"]
+    height, width, _ = tf.image.decode_png(pictures[0].read_bytes()).shape
+    assert height > 200 and width > 400
+    tags = []
+    for event_file in (tmp_path / "run" / "tensorboard").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags += [(value.tag, value.metadata.plugin_data.plugin_name) for value in event.summary.value]
+    assert tags.count(("images/predictions", "images")) == 2
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(variant="cnp", dataset="gp", task_metadata=True),
+    dict(variant="hypernet", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),
+])
+def test_resume_equals_uninterrupted(tmp_path, kwargs, monkeypatch):
+    monkeypatch.setattr(plots, "available", lambda: False)  # pictures are not what this checks
+    config = quick(tmp_path / "full", meta_batch_size=4, num_iterations=6, eval_every=6, eval_episodes=4, **kwargs)
+    full, _ = build_trainer(config, verbose=False)
+    values = lambda t: [v.numpy() for v in t.checkpoint.algorithm_variables + t.model.variables]
+    initial = values(full)
+    full.train()
+    split = dataclasses.replace(config, workdir=str(tmp_path / "split"))
+    interrupted, _ = build_trainer(split, verbose=False)
+    interrupted.train(until_step=3)
+    resumed, _ = build_trainer(split, verbose=False)
+    assert resumed.restore() == 3
+    resumed.train()
+    assert full.learner.extra_variables  # the encoders, attention, generator: meta-learned and checkpointed
+    assert max(np.abs(a - b).max() for a, b in zip(initial, values(full))) > 0  # training moved them
+    for a, b in zip(values(full), values(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sinusoid_metadata_run_reports_0_1_5_10_shots(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(plots, "available", lambda: False)
+    result = run(quick(tmp_path, variant="hypernet", dataset="sinusoid", meta_batch_size=5, task_metadata=True,
+                       min_shots=0, num_iterations=4, eval_every=4, eval_episodes=5))
+    test = result.test_results[None]
+    for shots in (0, 1, 5, 10):
+        assert f"mse_{shots}shot" in test
+    assert "test at  0 shots (metadata noise 0.0): mse" in capsys.readouterr().out
+
+
+def test_the_figure_draws_bands_only_for_probabilistic_learners():
+    pytest.importorskip("matplotlib")
+    from tfmeta.data import gp_test_tasks
+
+    batch = next(iter(gp_test_tasks(2, seed=0))).task_episode()
+    mean = np.zeros((2, 400, 1), np.float32)
+    with_band = plots.regression_figure(batch, mean, np.ones_like(mean), title="t")
+    without = plots.regression_figure(batch, mean, None, title="t")
+    assert with_band[:4] == b"\x89PNG" and with_band != without
+    with pytest.raises(ValueError, match=r"Received: query_x.shape=\(2, 400, 2\)"):
+        plots.regression_figure(batch._replace(query_x=tf.zeros([2, 400, 2])), mean)
+
+
+def test_without_matplotlib_runs_skip_plots_with_one_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plots, "available", lambda: False)
+    assert plot_hooks(quick(tmp_path)) == []
+    assert capsys.readouterr().out.strip() == ('note: matplotlib is not installed, so no prediction plots '
+                                               '(pip install "tfmeta[plots]")')
+    assert plot_hooks(MetaTrainConfig(variant="protonet", dataset="omniglot", data_dir="x")) == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(variant="maml", dataset="gp"), "only the amortized learners.*Received: variant='maml'"),
+    (dict(variant="protonet", dataset="sinusoid"), "classifies images"),
+    (dict(variant="hypernet", dataset="sinusoid", attention=True), "Received: variant='hypernet', attention=True"),
+    (dict(variant="hypernet", dataset="sinusoid", generate="film"), "Received: generate='film', dataset='sinusoid'"),
+    (dict(variant="cnp", dataset="sinusoid", generate="all"), "Received: variant='cnp', generate='all'"),
+    (dict(variant="maml", dataset="sinusoid", task_metadata=True), "Received: variant='maml', dataset='sinusoid'"),
+    (dict(variant="cnp", dataset="gp", metadata_noise=0.1), "Received: dataset='gp'"),
+    (dict(variant="cnp", dataset="sinusoid", min_shots=6), r"in \[0, shots=5\]. Received: min_shots=6"),
+    (dict(variant="cnp", dataset="sinusoid", metadata_noise=-1.0), "Received: metadata_noise=-1.0"),
+])
+def test_config_errors_name_the_fields(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MetaTrainConfig(**kwargs)
+
+
+def test_names_and_regression_flags():
+    assert MetaTrainConfig(variant="cnp", dataset="gp", attention=True).resolved().workdir == "runs/anp_gp"
+    assert MetaTrainConfig(variant="cnp", dataset="gp_anp").is_regression
+    assert MetaTrainConfig(variant="hypernet", task_metadata=True).metadata_dim == 2
