@@ -12,8 +12,9 @@ target point and the MSE over 1,000 unseen tasks and, on GP tasks, the exact GP
 posterior's on the same tasks and the gap in nats. With matplotlib installed, each
 evaluation draws fixed test tasks (mean ± 2 stddev, the true function, the context)
 into `<workdir>/plots/` and TensorBoard. The export serves `predictions` and `stddev`
-(and takes `task_metadata` with `--task_metadata`). On Omniglot (`CLASSIFICATION_DEFAULTS`)
-the CNP aggregates per class and serves any number of classes.
+(and takes `task_metadata` with `--task_metadata`). On Omniglot and the other image data sets
+(`CLASSIFICATION_DEFAULTS` for the flags not given) the CNP aggregates per class and
+serves any number of classes.
 """
 
 from absl import app
@@ -29,7 +30,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.configure_threads()
-    run(common.config_from_flags(dataset_defaults={"omniglot": CLASSIFICATION_DEFAULTS}, variant="cnp"))
+    run(common.config_from_flags(classification_defaults=CLASSIFICATION_DEFAULTS, variant="cnp"))
 
 
 if __name__ == "__main__":

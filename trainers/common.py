@@ -21,6 +21,7 @@ from tfmeta.training.config import (
     HEADS,
     MIXED_PRECISION_POLICIES,
     OMNIGLOT_SPLITS,
+    REGRESSION_DATASETS,
     SELECTIONS,
     STRATEGIES,
     MetaTrainConfig,
@@ -153,22 +154,22 @@ def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
     _defaults.update({name: defaults[name] for name in _DEFAULTS})
 
 
-def config_from_flags(dataset_defaults=None, **fixed) -> MetaTrainConfig:
+def config_from_flags(classification_defaults=None, **fixed) -> MetaTrainConfig:
     """The `MetaTrainConfig` the command line describes (with `fixed` fields forced): the
     trainer's flags, its defaults for the fields it does not expose.
 
     Args:
-        dataset_defaults: optional `{dataset: {field: value}}`: defaults that replace
-            the trainer's for the flags not given on the command line when
-            `--dataset` names that data set (e.g. the classification settings of a
-            trainer whose defaults are a regression's).
+        classification_defaults: optional `{field: value}`: for a trainer whose
+            defaults are a regression run's, the defaults of its classification
+            runs (`--dataset` not a regression task family), for the flags not
+            given on the command line.
         **fixed: fields forced to a value.
     """
     values = dict(_defaults)
     values.update({name: flags.FLAGS[name].value for name in _defined})
-    chosen = (dataset_defaults or {}).get(values["dataset"], {})
-    values.update({name: value for name, value in chosen.items()
-                   if name not in _defined or not flags.FLAGS[name].present})
+    if classification_defaults and values["dataset"] not in REGRESSION_DATASETS:
+        values.update({name: value for name, value in classification_defaults.items()
+                       if name not in _defined or not flags.FLAGS[name].present})
     values.update(fixed)
     return MetaTrainConfig(**values)
 

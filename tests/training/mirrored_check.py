@@ -6,7 +6,10 @@ The gradients compared are the loop's own (`MetaTrainer.compute_gradients`: per-
 meta-gradients, reduced across replicas), before any optimizer step: Adam would hide a
 wrong gradient scale (it divides by the gradients' own size).
 
-    python tests/training/mirrored_check.py <workdir> maml fomaml maml++ reptile
+    python tests/training/mirrored_check.py <workdir> maml fomaml maml++ reptile cnp_gp
+
+`cnp_gp` is a Conditional Neural Process on GP regression tasks (`TaskEpisode`s with
+padded, masked context and target sets, no BatchNorm state).
 """
 
 import json
@@ -21,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmeta import learners, models  # noqa: E402
-from tfmeta.data.episode import Episode  # noqa: E402
+from tfmeta.data.episode import as_episode  # noqa: E402
 from tfmeta.data.pipeline import episode_dataset  # noqa: E402
 from tfmeta.data.sources import ClassDataset  # noqa: E402
 from tfmeta.training.config import MetaTrainConfig  # noqa: E402
@@ -36,7 +39,21 @@ def source():
     return ClassDataset.from_arrays(images, np.repeat(np.arange(8), 4))
 
 
+def gp_trainer(strategy, workdir):
+    """A CNP on GP tasks: padded context and target sets under masks, through the replicas."""
+    from tfmeta.data.gp import gp_tasks
+
+    config = MetaTrainConfig(dataset="gp", variant="cnp", meta_batch_size=META_BATCH, meta_lr=1e-3,
+                             num_iterations=STEPS, eval_every=STEPS, eval_episodes=4, workdir=str(workdir))
+    build = lambda: learners.build("cnp", None, task="regression", encoder_sizes=(32, 32), decoder_sizes=(32,))
+    stream = lambda start, ctx: gp_tasks(META_BATCH, seed=3, start_step=start, input_context=ctx,
+                                         per_task_counts=True).map(lambda b: b.task_episode())
+    return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream
+
+
 def trainer(variant, strategy, workdir):
+    if variant == "cnp_gp":
+        return gp_trainer(strategy, workdir)
     config = MetaTrainConfig(dataset="folder", data_dir="unused", ways=WAYS, shots=SHOTS, queries=QUERIES,
                              meta_batch_size=META_BATCH, inner_lr=0.1, meta_lr=1e-3, num_iterations=STEPS,
                              eval_every=STEPS, eval_episodes=4, workdir=str(workdir), variant=variant)
@@ -53,7 +70,7 @@ def trainer(variant, strategy, workdir):
 def first_gradients(t, stream):
     """The loop's meta-gradients and state of step 0 (reduced across replicas), nothing applied."""
     batch = next(iter(t.strategy.distribute_datasets_from_function(lambda ctx: stream(0, ctx))))
-    grads, metrics, state = t.compute_gradients(Episode(*batch))
+    grads, metrics, state = t.compute_gradients(as_episode(batch))
     return [x.numpy() for x in grads], [x.numpy() for x in state], float(metrics["loss"])
 
 
@@ -62,6 +79,8 @@ def check(variant, workdir, mirrored):
     single, single_stream = trainer(variant, tf.distribute.get_strategy(), workdir / "single")
     multi, multi_stream = trainer(variant, mirrored, workdir / "mirrored")
     initial = [v.numpy() for v in single.model.variables]
+    model_ids = {id(v) for v in single.model.variables}
+    initial_extra = [v.numpy() for v in single.learner.variables if id(v) not in model_ids]
     initial_state = [v.numpy() for v in multi.learner.state_variables]
     result = {"replicas": mirrored.num_replicas_in_sync}
     (g1, s1, l1), (g2, s2, l2) = first_gradients(single, single_stream), first_gradients(multi, multi_stream)
@@ -80,13 +99,18 @@ def check(variant, workdir, mirrored):
     diffs = {a.path: float(np.abs(a.numpy() - b.numpy()).max())
              for a, b in zip(single.model.variables, multi.model.variables)}
     cancelled = [path for path in diffs if path.startswith("conv4/conv") and path.endswith("/bias")]
-    result["param_max_diff"] = max(d for path, d in diffs.items() if path not in cancelled)
-    result["cancelled_bias_max_diff"] = max(diffs[path] for path in cancelled)
+    result["param_max_diff"] = max([0.0] + [d for path, d in diffs.items() if path not in cancelled])
+    result["cancelled_bias_max_diff"] = max([0.0] + [diffs[path] for path in cancelled])
     result["cancelled_bias_max_grad"] = max(
-        float(np.abs(g).max()) for g, v in zip(g1, single.learner.meta_variables) if v.path in cancelled
+        [0.0] + [float(np.abs(g).max()) for g, v in zip(g1, single.learner.meta_variables) if v.path in cancelled]
     )
+    # The learner's own variables (encoders, decoders, generators) besides its network's.
+    extra = [(a, b) for a, b in zip(single.learner.variables, multi.learner.variables) if id(a) not in model_ids]
+    result["extra_max_diff"] = max([0.0] + [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in extra])
+    result["extra_max_change"] = max([0.0] + [float(np.abs(a.numpy() - start).max())
+                                              for (a, _), start in zip(extra, initial_extra)])
     result["param_max_change"] = max(
-        float(np.abs(a - b.numpy()).max()) for a, b in zip(initial, single.model.variables)
+        [0.0] + [float(np.abs(a - b.numpy()).max()) for a, b in zip(initial, single.model.variables)]
     )
     replica_diff = 0.0
     for variable in multi.learner.variables:
@@ -96,8 +120,8 @@ def check(variant, workdir, mirrored):
     moving_changes = [float(np.abs(v.numpy() - start).max())
                       for v, start in zip(multi.learner.state_variables, initial_state)]
     result["replica_max_diff"] = replica_diff
-    result["moving_min_change"] = min(moving_changes)
-    result["num_copies"] = len(multi.strategy.experimental_local_results(multi.model.variables[0].value))
+    result["moving_min_change"] = min(moving_changes) if moving_changes else None
+    result["num_copies"] = len(multi.strategy.experimental_local_results(multi.learner.variables[0].value))
     result["step"] = int(multi.step.numpy())
     result["checkpoint"] = (workdir / "mirrored" / "checkpoints" / f"ckpt-{STEPS}.index").is_file()
     return result
