@@ -124,6 +124,7 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 # The options of each learner that the config holds, by registry name (the gradient family's are shared).
 LEARNER_OPTIONS = {
     "protonet": lambda config: dict(distance=config.distance),
+    "matching": lambda config: dict(fce=config.fce),
 }
 
 
