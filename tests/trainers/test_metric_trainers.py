@@ -56,3 +56,8 @@ def test_trainer_smoke_exports_any_ways(tmp_path, image_folder, trainer, flags, 
     assert card["kind"] == "few_shot_classifier" and card["any_ways"] and card["ways"] == 5
     assert algorithm.items() <= card["algorithm"].items()
     assert "embed" in card["signatures"]
+    # Restored from its checkpoint (the LSTMs or the relation module with their BatchNorm statistics included),
+    # the model gives the same test results: an uncheckpointed variable would come back at its initial value.
+    evaluated = run_module("trainers.evaluate", f"--workdir={workdir}", "--eval_episodes=4")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "at step 4" in evaluated.stdout and test_lines[0] in evaluated.stdout.splitlines(), evaluated.stdout

@@ -86,7 +86,9 @@ class MatchingNetwork(EmbeddingLearner):
     0.9998 for 5 ways. The reference
     implementations sharpen it too: Hariharan and Girshick leave the query
     unnormalised (its norm acts as a temperature), Chen et al. multiply by 100.
-    Short Omniglot runs of both settings are in the README.
+    Measured on the Omniglot sample (`trainers.matching` defaults, 5-way 1-shot,
+    500 steps, 200 test tasks): 79.1 ± 1.4% with 10, 64.4 ± 1.7% with 1 (its
+    training loss stalls at 1.2).
 
     Args:
         embedding: the embedding network, a built `keras.Model` with a defined

@@ -160,7 +160,11 @@ class RelationNetwork(EmbeddingLearner):
     and in served models. The authors' code keeps PyTorch BatchNorm with
     `momentum=1` (the last batch's statistics) and evaluates in training mode;
     it also clips each network's gradient norm to 0.5, which tfmeta's loop
-    does not.
+    does not. Measured on the Omniglot sample (`trainers.relation` defaults,
+    2,000 steps, the same 600 test tasks): 82.6 ± 0.8% (MSE 0.204) on moving
+    statistics, 85.3 ± 0.7% (MSE 0.066) on batch statistics
+    (`Evaluator(learner, training=True)`, the authors' evaluation, where a
+    query's scores depend on the other queries of its request).
 
     Args:
         embedding: the embedding network, a built `keras.Model` with a defined
