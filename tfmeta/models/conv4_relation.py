@@ -63,8 +63,8 @@ def conv4_relation(ways: int | None = None, input_shape=(28, 28, 1), filters: in
         raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
     if len(input_shape) != 3 or min(input_shape[:2]) < 10:
         raise ValueError(
-            "`input_shape` must be (height, width, channels) with height and width >= 10 "
-            f"(two unpadded 3x3 convolutions, each followed by a 2x2 pooling). Received: input_shape={tuple(input_shape)}"
+            "`input_shape` must be (height, width, channels) with height and width >= 10 (two unpadded "
+            f"3x3 convolutions, each followed by a 2x2 pooling). Received: input_shape={tuple(input_shape)}"
         )
     init = lambda i: keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
     layers = [keras.Input(tuple(input_shape), dtype=dtype)]
