@@ -59,7 +59,8 @@ _HELP = {
                 "--meta_batch_size is global: each replica gets meta_batch_size/replicas tasks.",
     "devices": "Devices of --strategy=mirrored, comma-separated (e.g. GPU:0,GPU:1); default all local GPUs.",
     "mixed_precision": "none | mixed_float16 (loss-scaled) | mixed_bfloat16: 16-bit compute, float32 variables.",
-    "backbone": "Network of image tasks: conv4, conv4_32, resnet12 or package.module:factory.",
+    "backbone": "Network of image tasks: conv4, conv4_32, resnet12, conv4_relation (feature maps, Relation "
+                "Networks) or package.module:factory.",
     "train_ways": "Classes per training episode (default: --ways).",
     "train_shots": "Support examples per class in training episodes (default: --shots).",
     "train_queries": "Query examples per class in training episodes (default: --queries).",

@@ -71,7 +71,23 @@ def test_builtin_backbones(name, width):
     for a, b in zip(learner.variables[:-2], embedding.variables, strict=True):  # the seed reached the builder
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert learner.layers[-2].output.shape[-1] == width  # the width, not only the head size
-    assert set(BACKBONES) == {"conv4", "conv4_32", "resnet12"}
+    assert set(BACKBONES) == {"conv4", "conv4_32", "resnet12", "conv4_relation"}
+
+
+def test_conv4_relation_backbone_outputs_feature_maps():
+    """Sung et al. (2018): unpadded convolutions and pooling in blocks 1-2, padded ones without pooling in 3-4."""
+    x = tf.zeros([2, 28, 28, 1])
+    embedding = build_backbone("conv4_relation", seed=0)
+    assert embedding(x).shape == (2, 5, 5, 64)  # 28 -> 26 -> 13 -> 11 -> 5 -> 5 -> 5
+    convs = [l for l in embedding.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.padding for c in convs] == ["valid", "valid", "same", "same"]
+    assert [l.name for l in embedding.layers if isinstance(l, keras.layers.MaxPooling2D)] == ["pool0", "pool1"]
+    assert all(isinstance(embedding.get_layer(f"bn{b}"), BatchNorm) and embedding.get_layer(f"bn{b}").momentum == 0.9
+               for b in range(4))
+    learner = build_backbone("conv4_relation", ways=5, seed=0)
+    assert learner(x).shape == (2, 5)
+    for a, b in zip(learner.variables[:-2], embedding.variables, strict=True):  # the seed reached the builder
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_float64_backbone():

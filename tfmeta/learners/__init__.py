@@ -1,7 +1,7 @@
 """Meta-learners. Every one implements `tfmeta.learners.Learner` (see `base.py`).
 
 Families (one folder each): `gradient` (MAML, FOMAML, ANIL, Meta-SGD, MAML++,
-Reptile), `metric` (Prototypical Networks, ...). `registry` names them all: `build(name, model, **kwargs)`.
+Reptile), `metric` (Prototypical, Matching and Relation Networks, ...). `registry` names them all: `build(name, model, **kwargs)`.
 """
 
 from tfmeta.learners.base import (
@@ -25,6 +25,7 @@ from tfmeta.learners.gradient import (
     multi_step_loss_weights,
 )
 from tfmeta.learners.metric import EmbeddingLearner, PrototypicalNetwork
+from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.registry import MAML_PLUS_PLUS_DEFAULTS, build, entry, names, register
 
 __all__ = [
@@ -32,3 +33,4 @@ __all__ = [
     "REGRESSION", "Reptile", "TaskLoss", "Weights", "adapt_network", "build", "cosine_annealing", "entry",
     "inner_loop", "map_over_tasks", "multi_step_loss_weights", "names", "register", "task_loss_and_metrics",
 ]
+__all__ += ["MatchingNetwork", "RelationNetwork"]

@@ -84,7 +84,8 @@ class MetaTrainConfig:
         mixed_precision: `"none"`, `"mixed_float16"` (with loss scaling) or
             `"mixed_bfloat16"`: 16-bit computation, float32 variables.
         backbone: the network of image tasks (`tfmeta.models.build_backbone`):
-            `"conv4"`, `"conv4_32"`, `"resnet12"` or `"package.module:factory"`;
+            `"conv4"`, `"conv4_32"`, `"resnet12"`, `"conv4_relation"` (feature
+            maps, for Relation Networks) or `"package.module:factory"`;
             with a head of `ways` outputs for the gradient family, without one
             (an embedding) for the metric family.
         train_ways, train_shots, train_queries: the training episodes' shape

@@ -138,6 +138,7 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 # The options of each learner that the config holds, by registry name (the gradient family's are shared).
 LEARNER_OPTIONS = {
     "protonet": lambda config: dict(distance=config.distance),
+    "matching": lambda config: dict(fce=config.fce),
 }
 
 
@@ -167,7 +168,8 @@ def learner_fn(config: MetaTrainConfig, input_shape):
             head = config.ways if family == "gradient" else None
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
-            return learners.build(config.variant, network, **LEARNER_OPTIONS.get(config.variant, dict)(config))
+            options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}
+            return learners.build(config.variant, network, **options)
         kwargs = dict(task="regression" if config.is_regression else "classification", inner_steps=config.inner_steps,
                       inner_lr=config.inner_lr, eval_inner_steps=config.eval_inner_steps)
         if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
