@@ -13,13 +13,14 @@ from tfmeta.models import BACKBONES, BatchNorm, build_backbone, conv4
 
 def _conv4_as_before(ways, input_shape, filters, seed):
     """Conv-4 written out layer by layer as `conv4` built it before `ways=None`
-    existed: what every existing call must keep getting."""
+    existed: what every existing call must keep getting (with the moving
+    statistics' momentum 0.9 since the metric family, which evaluates on them)."""
     init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)
     layers = [keras.Input(input_shape)]
     for b in range(4):
         layers += [
             keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=init(b), name=f"conv{b}"),
-            BatchNorm(name=f"bn{b}"),
+            BatchNorm(momentum=0.9, name=f"bn{b}"),
             keras.layers.ReLU(name=f"relu{b}"),
             keras.layers.MaxPooling2D(2, name=f"pool{b}"),
         ]
