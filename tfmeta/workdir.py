@@ -35,14 +35,16 @@ class Restored:
     checkpoint_path: str
 
 
-def restore(workdir, data_dir=None) -> Restored:
-    """Builds a run's learner and loads its latest checkpoint, without reading its data.
+def restore(workdir, data_dir=None, which: str | None = None) -> Restored:
+    """Builds a run's learner and loads a checkpoint, without reading its data.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
         data_dir: for runs from before the data spec was recorded in
             `config.json`: where their data is, to read the input shape from it
             (None: the data_dir in `config.json`).
+        which: the checkpoint, `"last"`, `"best"` (the best validation metric),
+            or None: the run's `select` (what its final test and export used).
 
     Returns:
         A `Restored`.
@@ -60,9 +62,15 @@ def restore(workdir, data_dir=None) -> Restored:
     from tfmeta.training import runner  # noqa: PLC0415
 
     config = dataclasses.replace(checkpoints.load_config(workdir), workdir=str(workdir))
-    path = checkpoints.latest_checkpoint(workdir)
+    which = config.select if which is None else which
+    if which not in ("last", "best"):
+        raise ValueError(f"`which` must be 'last' or 'best'. Received: which={which!r}")
+    if which == "best":
+        path = tf.train.latest_checkpoint(str(pathlib.Path(workdir) / checkpoints.BEST_DIR))
+    else:
+        path = checkpoints.latest_checkpoint(workdir)
     if path is None:
-        raise FileNotFoundError(f"No checkpoint in the workdir. Received: workdir={str(workdir)!r}")
+        raise FileNotFoundError(f"No {which} checkpoint in the workdir. Received: workdir={str(workdir)!r}")
     spec = checkpoints.load_data_spec(workdir)
     if spec is None:  # A run from before config.json recorded its inputs: read them from the data.
         if data_dir is not None:
@@ -83,7 +91,7 @@ def restore(workdir, data_dir=None) -> Restored:
 
 def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
                      shots=None, queries=None) -> dict:
-    """Tests the latest checkpoint of a run directory on unseen tasks.
+    """Tests a run directory's checkpoint (the one its `select` chose) on unseen tasks.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
