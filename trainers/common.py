@@ -26,6 +26,8 @@ from tfmeta.training.config import (
 )
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks on errors and TensorFlow's log lines.")
+flags.DEFINE_string("preset", None, "Start from a published configuration (`tfmeta.training.presets.PRESETS`, e.g. "
+                    "maml_omniglot_5w1s, protonet_omniglot_20w1s); flags given explicitly override its values.")
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
 _HELP = {
@@ -145,11 +147,34 @@ def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
     _defaults.update({name: defaults[name] for name in _DEFAULTS})
 
 
-def config_from_flags(**fixed) -> MetaTrainConfig:
-    """The `MetaTrainConfig` the command line describes (with `fixed` fields forced): the
-    trainer's flags, its defaults for the fields it does not expose."""
+def config_from_flags(trainer: str = "maml", **fixed) -> MetaTrainConfig:
+    """The `MetaTrainConfig` the command line describes.
+
+    Args:
+        trainer: the running trainer's name (`--preset` must be one of its presets).
+        **fixed: fields this trainer forces (e.g. `variant="protonet"`).
+
+    Returns:
+        The trainer's defaults, overridden by `--preset`'s values, overridden by the
+        flags given on the command line, with `fixed` applied.
+
+    Raises:
+        ValueError: on an unknown `--preset`, or one of another trainer.
+    """
+    from tfmeta.training.presets import PRESETS  # noqa: PLC0415
+
     values = dict(_defaults)
     values.update({name: flags.FLAGS[name].value for name in _defined})
+    name = flags.FLAGS.preset
+    if name is not None:
+        if name not in PRESETS:
+            raise ValueError(f"Unknown --preset; expected one of {', '.join(PRESETS)}. Received: --preset={name}")
+        if PRESETS[name].trainer != trainer:
+            raise ValueError(f"--preset={name} runs with `python -m trainers.{PRESETS[name].trainer}`; "
+                             f"received it in trainers.{trainer}")
+        given = {field for field in _defined if flags.FLAGS[field].present}
+        values.update({field: value for field, value in PRESETS[name].config.items() if field not in given})
+        values["preset"] = name
     values.update(fixed)
     return MetaTrainConfig(**values)
 

@@ -25,7 +25,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.configure_threads()
-    run(common.config_from_flags(variant="matching"))
+    run(common.config_from_flags(trainer="matching", variant="matching"))
 
 
 if __name__ == "__main__":

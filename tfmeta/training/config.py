@@ -119,6 +119,9 @@ class MetaTrainConfig:
             regression; needs validation classes of the split's own).
         patience: stop after this many evaluations without a better validation
             metric (0: never; needs validation classes of the split's own).
+        preset: the published configuration the run started from
+            (`tfmeta.training.presets`; its paper's figure goes into
+            `config.json` and the model card), or None.
     """
 
     dataset: str = "sinusoid"
@@ -163,6 +166,7 @@ class MetaTrainConfig:
     color_jitter: float = 0.0
     select: str = "last"
     patience: int = 0
+    preset: str | None = None
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -177,6 +181,12 @@ class MetaTrainConfig:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
         if self.ways < 2:
             raise ValueError(f"ways must be >= 2. Received: ways={self.ways}")
+        if self.preset is not None:
+            from tfmeta.training.presets import PRESETS  # noqa: PLC0415 - presets import this module
+
+            if self.preset not in PRESETS:
+                raise ValueError(f"Unknown `preset`; expected one of {', '.join(PRESETS)}. "
+                                 f"Received: preset={self.preset!r}")
         if self.inner_steps < 0 or self.eval_inner_steps < 0:
             name = "inner_steps" if self.inner_steps < 0 else "eval_inner_steps"
             raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}")

@@ -310,6 +310,10 @@ def export_learner(learner, config: MetaTrainConfig, spec: dict, step: int, test
 
     config = config.resolved()
     card = {"training": config.to_dict(), "checkpoint_step": int(step), "evaluation": evaluation_card(test_results)}
+    if config.preset is not None:
+        from tfmeta.training.presets import PRESETS
+
+        card["preset"] = {"name": config.preset, "paper": PRESETS[config.preset].paper}
     if config.is_regression:
         return export.export_few_shot_regressor(learner, config.export_dir, config.export_name,
                                                 model_card=card, inner_steps=config.eval_inner_steps)
