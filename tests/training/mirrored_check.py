@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfmeta import learners, models  # noqa: E402
 from tfmeta.data.episode import Episode  # noqa: E402
-from tfmeta.data.pipeline import episode_dataset  # noqa: E402
+from tfmeta.data.pipeline import class_batch_dataset, episode_dataset  # noqa: E402
 from tfmeta.data.sources import ClassDataset  # noqa: E402
 from tfmeta.training.config import MetaTrainConfig  # noqa: E402
 from tfmeta.training.loop import MetaTrainer  # noqa: E402
@@ -44,9 +44,14 @@ def trainer(variant, strategy, workdir):
     gradient = learners.entry(variant).family == "gradient"
     kwargs = dict(inner_steps=2 if variant in ("maml++", "reptile") else 1, inner_lr=0.1) if gradient else {}
     head = WAYS if gradient else None  # metric learners: an embedding
+    if learners.entry(variant).training_data == learners.registry.CLASS_BATCHES:  # pre-trained on all 8 classes
+        kwargs["num_classes"] = data.num_classes
+        stream = lambda start, ctx: class_batch_dataset(data, WAYS * QUERIES, META_BATCH, seed=3, start_step=start,
+                                                        input_context=ctx)
+    else:
+        stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3,
+                                                    start_step=start, input_context=ctx)
     build = lambda: learners.build(variant, models.conv4(head, input_shape=(16, 16, 1), filters=8), **kwargs)
-    stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3, start_step=start,
-                                                input_context=ctx)
     return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream
 
 

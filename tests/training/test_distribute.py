@@ -22,14 +22,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("mirrored_check.py")
 
 
-VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet"]
+VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "finetune"]
 
 
 @pytest.fixture(scope="module")
 def mirrored_results(tmp_path_factory):
-    """Second-order MAML, first-order MAML, MAML++ (per-step BatchNorm statistics), Reptile and
-    Prototypical Networks (Conv-4, 8 filters, 16x16, BatchNorm), on 2 replicas (2 tasks each) and on one
-    device (4 tasks)."""
+    """Second-order MAML, first-order MAML, MAML++ (per-step BatchNorm statistics), Reptile,
+    Prototypical Networks and the fine-tuning baseline (pre-training batches of all 8 classes)
+    (Conv-4, 8 filters, 16x16, BatchNorm), on 2 replicas (2 tasks each) and on one device (4 tasks)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     workdir = tmp_path_factory.mktemp("mirrored")
     done = subprocess.run([sys.executable, str(CHECK), str(workdir), *VARIANTS], cwd=ROOT, env=env,
