@@ -64,4 +64,10 @@ def preset(name: str, **overrides) -> MetaTrainConfig:
 TRAINER_DEFAULTS = {
     "protonet": dict(dataset="omniglot", ways=5, shots=1, queries=15, train_ways=60, train_queries=5,
                      meta_batch_size=1, meta_lr=1e-3, num_iterations=10000, eval_every=1000),
+    # Fine-tuning baselines, Chen et al. (2019) (wyharveychen/CloserLookFewShot, train.py): the backbone
+    # pre-trained as a classifier of all training classes with Adam (PyTorch's default lr 1e-3) on
+    # mini-batches of 16 images, 5 epochs on Omniglot; test episodes of `--ways` classes, 15 queries.
+    # 5 epochs of the sample's 732 classes x 20 images are 4,575 steps of 16.
+    "finetune": dict(dataset="omniglot", ways=5, shots=1, queries=15, meta_batch_size=1, batch_size=16,
+                     meta_lr=1e-3, num_iterations=5000, eval_every=1000, head="logreg"),
 }
