@@ -85,3 +85,40 @@ def test_bad_input_is_one_line_and_tensorflow_start_up_is_quiet(tmp_path):
                          "--verbose", quiet_tensorflow=False)
     assert verbose.returncode != 0
     assert "Traceback" in verbose.stderr and "FileNotFoundError: Image folder not found" in verbose.stderr
+
+
+def test_finetune_trainer_then_evaluate_an_ensemble_of_workdirs(tmp_path):
+    """Pre-training through the loop on a folder of images, the test and export; then two workdirs and their ensemble."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(15):  # 15 classes of 4 images: 12 pre-train, 3 test (a seeded random split)
+        for i in range(4):
+            path = tmp_path / "data" / f"c{k:02d}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(rng.normal(40 + 12 * k, 30, (16, 16)), 0, 255).astype(np.uint8), mode="L").save(path)
+    workdir, exports = tmp_path / "run", tmp_path / "exports"
+    done = run_module("trainers.finetune", "--dataset=folder", f"--data_dir={tmp_path / 'data'}", "--ways=3",
+                      "--shots=1", "--queries=2", "--batch_size=8", "--num_iterations=4", "--eval_every=2",
+                      "--eval_episodes=6", "--head=cosine", f"--workdir={workdir}", f"--export_dir={exports}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test: loss" in done.stdout and "accuracy" in done.stdout and "(6 episodes)" in done.stdout
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["variant"], config["head"], config["batch_size"]) == ("finetune", "cosine", 8)
+    assert config["data"]["num_classes"] == 12  # the pre-training head's size, for restoring without the data
+    assert (workdir / "checkpoints" / "ckpt-4.index").is_file()
+    card = json.loads((exports / "finetune_folder_3way_1shot" / "1" / "assets" / "tfmeta.json").read_text())
+    assert card["any_ways"] and card["algorithm"]["head"] == "cosine" and card["algorithm"]["num_classes"] == 12
+
+    shutil.copytree(workdir, tmp_path / "copy")  # two identical members: the ensemble is either of them
+    evaluated = run_module("trainers.evaluate", f"--workdir={workdir}", f"--workdir={tmp_path / 'copy'}",
+                           "--eval_episodes=6")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    lines = evaluated.stdout.splitlines()
+    member = [line for line in lines if line.startswith(f"member {workdir}")][0]
+    together = [line for line in lines if line.startswith("ensemble (mean probability of 2)")][0]
+    assert member.split("): ")[1].split(" | loss")[0] == together.split("): ")[1].split(" | loss")[0]  # same accuracy
+    assert "ensemble - best member" in evaluated.stdout and "accuracy +0.0000 ± 0.0000" in evaluated.stdout
