@@ -1,5 +1,7 @@
 """Ensemble: the mean of the members' probabilities by hand, members' own settings, not trainable, export, workdirs."""
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -226,3 +228,10 @@ def test_from_workdirs_and_evaluate_ensemble(tmp_path, capsys):
     assert abs(results["ensemble"]["accuracy"][0] - results["members"][best]["accuracy"][0] - gain) < 1e-9  # paired
     with pytest.raises(ValueError, match="at least two workdirs"):
         evaluate_ensemble(workdirs[:1])
+
+    # Two copies of one run: the ensemble is that run, on the same tasks (what `trainers.evaluate
+    # --workdir=A --workdir=B` prints).
+    shutil.copytree(workdirs[0], tmp_path / "copy")
+    same = evaluate_ensemble([workdirs[0], tmp_path / "copy"], eval_episodes=8, verbose=False)
+    assert same["ensemble"]["accuracy"] == same["members"][0]["accuracy"] == same["members"][1]["accuracy"]
+    assert same["gain_over_best"]["accuracy"] == (0.0, 0.0)

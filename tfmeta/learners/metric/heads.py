@@ -93,10 +93,20 @@ def head_logits(kind: str, head: Head, features, scale=None) -> tf.Tensor:
         kind: `"linear"`, `"cosine"` or `"logreg"`.
         head: the fitted `Head`.
         features: the embeddings to classify.
-        scale: the cosine head's scale (None: `cosine_scale(N)` would need a static N, so it is required).
+        scale: the cosine head's scale `s` (required for `"cosine"`, e.g. `cosine_scale(N)`).
+
+    Returns:
+        The logits, in the dtype of `features`.
 
     Raises:
         ValueError: on an unknown `kind`, or a cosine head without `scale`.
+
+    Example:
+
+    ```python
+    head = fit_cosine_head(support_features, support_labels, ways=5, scale=2.0)
+    logits = head_logits("cosine", head, query_features, scale=2.0)
+    ```
     """
     if kind == "linear":
         return tf.matmul(features, head.kernel) + head.bias
@@ -202,6 +212,12 @@ def fit_cosine_head(features, labels, ways, scale, steps=None, sgd: dict | None 
         The fitted `Head`: kernel `g_k v_k / |v_k|` `(E, N)`, bias zeros. The
         directions start at the class means of the normalised features, the
         norms at their lengths.
+
+    Example:
+
+    ```python
+    head = fit_cosine_head(support_features, support_labels, ways=5, scale=cosine_scale(5))
+    ```
     """
     sgd = {**FINETUNE_SGD, **(sgd or {})}
     steps = sgd_steps(tf.shape(features)[0]) if steps is None else steps
