@@ -4,7 +4,7 @@
     python -m benchmarks.data_pipeline --configs=mini_5w1s,mini_5w1s_memory
 
 Configurations:
-- `5w1s`: Omniglot meta-train alphabets with rotations (183 x 4 = 732 classes,
+- `5w1s`: Omniglot meta-train alphabets with rotations (161 x 4 = 644 classes,
   28x28x1, float32 in memory), 5-way 1-shot, 15 queries per class, meta-batches of
   32 tasks;
 - `20w5s`: the same classes, 20-way 5-shot, 15 queries per class, meta-batches of 16

@@ -1,4 +1,4 @@
-"""Time of one compiled MAML meta-step (meta-gradient + Adam update) on Conv-4.
+"""Time of one compiled meta-step (meta-gradient + Adam update) on Conv-4: MAML and Prototypical Networks.
 
     python -m benchmarks.meta_step
     python -m benchmarks.meta_step --configs=maml2_1step --repeats=9
@@ -13,20 +13,31 @@ random meta-batches of the right shapes (the data pipeline has its own benchmark
 
 - `maml2_1step`: second-order MAML, 1 inner step;
 - `maml2_5step`: second-order MAML, 5 inner steps;
-- `fomaml_1step`: first-order MAML, 1 inner step.
+- `fomaml_1step`: first-order MAML, 1 inner step;
+- `proto_5w1s`: Prototypical Networks (Conv-4 embedding), one 5-way 1-shot episode with
+  15 queries per class per step (the ProtoNet trainer's meta-batch of 1);
+- `proto_60w5s`: the same, one 60-way 5-shot episode with 5 queries per class (Snell
+  et al.'s Omniglot training episodes).
+
+The MAML configurations take `--meta_batch_size` tasks per step; the ProtoNet ones one
+episode (`ms_per_episode` is printed for them: one step is one episode).
 
 After compilation and `--warmup` untimed steps, `--repeats` steps are timed one by one;
 one line per configuration gives the median:
-`config=<name> ms_per_meta_step=<median> peak_rss_mb=<number>`, where `peak_rss_mb`
-is the process's peak resident memory so far (`resource.getrusage`; it never goes
-down, so later lines include the earlier configurations).
+`config=<name> ms_per_meta_step=<median> peak_rss_mb=<number> start_rss_mb=<number>`,
+where `peak_rss_mb` is the process's peak resident memory so far (Linux's `VmHWM`; it
+never goes down, so later lines include the earlier configurations) and
+`start_rss_mb` its resident memory once the step is built, before the first
+(compiling) step: for the first configuration, the fixed cost of the runtime
+(TensorFlow alone is ~570 MB here, PyTorch ~220 MB) and the model; the difference
+is the step's compilation and working memory.
 
 When PyTorch is importable (it is not a tfmeta dependency), the same step written
 idiomatically with `torch.func` (`benchmarks.torch_reference`) is timed in the same
 run, in a child process (PyTorch next to TensorFlow's thread pools in one process
 runs several times slower), its repeats interleaved with TensorFlow's (TF step,
 torch step, TF step, ...) so that both see the same machine load; two more lines:
-`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak>` and
+`config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak> start_rss_mb=<...>` and
 `config=<name> tf_over_torch=<ratio of the medians>`.
 
 Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads`, by default
@@ -37,7 +48,6 @@ it is fastest, as a user would run it.
 """
 
 import importlib.util
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,15 +56,17 @@ import time
 
 from absl import app, flags
 
-from benchmarks.common import check_configs
+from benchmarks.common import check_configs, peak_rss_mb, rss_mb
 from trainers import common
 
-CONFIGS = {  # name: (inner_steps, first_order)
-    "maml2_1step": (1, False),
-    "maml2_5step": (5, False),
-    "fomaml_1step": (1, True),
+CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
+    "maml2_1step": ("maml", 5, 1, 15, 1, False),
+    "maml2_5step": ("maml", 5, 1, 15, 5, False),
+    "fomaml_1step": ("maml", 5, 1, 15, 1, True),
+    "proto_5w1s": ("protonet", 5, 1, 15, None, None),
+    "proto_60w5s": ("protonet", 60, 5, 5, None, None),
 }
-WAYS, SHOTS, QUERIES, IMAGE_SHAPE, INNER_LR = 5, 1, 15, (28, 28, 1), 0.4
+IMAGE_SHAPE, INNER_LR = (28, 28, 1), 0.4
 
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
 flags.DEFINE_integer("repeats", 5, "Timed meta-steps per configuration; the median is printed.")
@@ -74,24 +86,25 @@ flags.DEFINE_bool(
 )
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def random_episode(meta_batch_size: int, seed: int = 0):
+def random_episode(meta_batch_size: int, ways: int, shots: int, queries: int, seed: int = 0):
     """A synthetic batched `Episode`: images uniform in [0, 1), labels 0..ways-1."""
     import numpy as np
 
     from tfmeta.data.episode import Episode
 
     rng = np.random.default_rng(seed)
-    labels = lambda n: np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), n), (meta_batch_size, 1))
+    labels = lambda n: np.tile(np.repeat(np.arange(ways, dtype=np.int32), n), (meta_batch_size, 1))
     return Episode(
-        rng.random((meta_batch_size, WAYS * SHOTS, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*shots, h, w, c)
-        labels(SHOTS),  # (tasks, way*shots)
-        rng.random((meta_batch_size, WAYS * QUERIES, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*queries, ...)
-        labels(QUERIES),  # (tasks, way*queries)
+        rng.random((meta_batch_size, ways * shots, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*shots, h, w, c)
+        labels(shots),  # (tasks, way*shots)
+        rng.random((meta_batch_size, ways * queries, *IMAGE_SHAPE), dtype=np.float32),  # (tasks, way*queries, ...)
+        labels(queries),  # (tasks, way*queries)
     )
+
+
+def tasks_per_step(name: str, meta_batch_size: int) -> int:
+    """`--meta_batch_size` for MAML, one episode for ProtoNet."""
+    return meta_batch_size if CONFIGS[name][0] == "maml" else 1
 
 
 def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
@@ -103,20 +116,27 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
     """
     import tensorflow as tf
 
-    from tfmeta.learners import MAML
+    from tfmeta.learners import MAML, PrototypicalNetwork
     from tfmeta.models import conv4
     from tfmeta.training.config import MetaTrainConfig
     from tfmeta.training.loop import MetaTrainer
 
-    inner_steps, first_order = CONFIGS[name]
+    learner, ways, shots, queries, inner_steps, first_order = CONFIGS[name]
+    meta_batch_size = tasks_per_step(name, meta_batch_size)
+    if learner == "protonet":
+        inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
     config = MetaTrainConfig(
-        dataset="synthetic", ways=WAYS, shots=SHOTS, queries=QUERIES, meta_batch_size=meta_batch_size,
+        dataset="synthetic", ways=ways, shots=shots, queries=queries, meta_batch_size=meta_batch_size,
         inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order,
         variant="fomaml" if first_order else "maml", workdir=workdir,
     )
-    build = lambda: MAML(conv4(WAYS, IMAGE_SHAPE), inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order)
+    if learner == "protonet":
+        build = lambda: PrototypicalNetwork(conv4(None, IMAGE_SHAPE))
+    else:
+        build = lambda: MAML(conv4(ways, IMAGE_SHAPE), inner_steps=inner_steps, inner_lr=INNER_LR,
+                             first_order=first_order)
     trainer = MetaTrainer(config, build, train_dataset=None, strategy=strategy, verbose=False)
-    episode = random_episode(meta_batch_size)
+    episode = random_episode(meta_batch_size, ways, shots, queries)
     dataset = tf.data.Dataset.from_tensors(tuple(episode)).unbatch().batch(meta_batch_size).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
     batch = type(episode)(*batch)
@@ -136,11 +156,12 @@ class TorchChild:
     """
 
     def __init__(self, name: str, meta_batch_size: int, threads: int, interop_threads: int, use_vmap: bool):
-        inner_steps, first_order = CONFIGS[name]
+        learner, ways, shots, queries, inner_steps, first_order = CONFIGS[name]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.torch_reference", "--serve", f"--inner_steps={inner_steps}",
-             f"--first_order={first_order}", f"--meta_batch_size={meta_batch_size}", f"--threads={threads}",
-             f"--interop_threads={interop_threads}", f"--vmap={use_vmap}"],
+            [sys.executable, "-m", "benchmarks.torch_reference", "--serve", f"--learner={learner}", f"--ways={ways}",
+             f"--shots={shots}", f"--queries={queries}", f"--inner_steps={inner_steps or 1}",
+             f"--first_order={bool(first_order)}", f"--meta_batch_size={tasks_per_step(name, meta_batch_size)}",
+             f"--threads={threads}", f"--interop_threads={interop_threads}", f"--vmap={use_vmap}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.banner = self._read("ready")
@@ -159,8 +180,10 @@ class TorchChild:
     def __call__(self, inputs=None) -> float:
         return float(self._ask("step", "ms=")[len("ms="):])
 
-    def peak_rss_mb(self) -> float:
-        return float(self._ask("rss", "peak_rss_mb=")[len("peak_rss_mb="):])
+    def rss_mb(self) -> tuple:
+        """`(peak, start)`: the child's peak resident memory and its memory before the first step, MB."""
+        fields = dict(item.split("=") for item in self._ask("rss", "peak_rss_mb=").split())
+        return float(fields["peak_rss_mb"]), float(fields["start_rss_mb"])
 
     def close(self) -> None:
         self.process.stdin.write("quit\n")
@@ -205,6 +228,7 @@ def main(argv):
         child = None
         with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
             step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir)
+            start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
             if use_torch:
@@ -220,11 +244,14 @@ def main(argv):
                 if child is not None:
                     times["torch"].append(child())
         tf_ms = statistics.median(times["tf"])
-        print(f"config={name} ms_per_meta_step={tf_ms:.0f} peak_rss_mb={peak_rss_mb():.0f}", flush=True)
+        unit = "ms_per_meta_step" if CONFIGS[name][0] == "maml" else "ms_per_episode"
+        print(f"config={name} {unit}={tf_ms:.1f} peak_rss_mb={peak_rss_mb():.0f} "
+              f"start_rss_mb={start_rss:.0f}", flush=True)
         if child is not None:
             torch_ms = statistics.median(times["torch"])
-            print(f"config=torch_{name} ms_per_meta_step={torch_ms:.0f} peak_rss_mb={child.peak_rss_mb():.0f}",
-                  flush=True)
+            child_peak, child_start = child.rss_mb()
+            print(f"config=torch_{name} {unit}={torch_ms:.1f} peak_rss_mb={child_peak:.0f} "
+                  f"start_rss_mb={child_start:.0f}", flush=True)
             print(f"config={name} tf_over_torch={tf_ms / torch_ms:.2f}", flush=True)
             child.close()
 

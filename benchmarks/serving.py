@@ -1,13 +1,18 @@
 """Latency of "adapt and predict" requests to a few-shot export, one request at a time on CPU.
 
-    python -m benchmarks.serving                       # fresh Conv-4 MAML exports (1 and 5 inner steps)
+    python -m benchmarks.serving                                   # every configuration below
+    python -m benchmarks.serving --configs=proto_5w1s,proto_20w1s
     python -m benchmarks.serving --model=saved_models/omniglot_5way/1 --config=maml_5step
 
-Each request is a 5-way 1-shot task with 5 queries per class (28x28x1 unless the
-export says otherwise): the inner steps run inside the served graph. Prints one line
-per configuration: `config=<name> p50_ms=<number> p99_ms=<number>`.
-Without --model, the exports are made from a freshly initialised Conv-4 MAML (the
-latency does not depend on the weights' values) in a temporary directory.
+Configurations (fresh exports of freshly initialised learners on Conv-4, 28x28x1: the
+latency does not depend on the weights' values), each request a `ways`-way 1-shot task
+with 5 queries per class:
+
+- `maml_1step`, `maml_5step`: MAML, 5-way, 1 or 5 inner steps inside the served graph;
+- `proto_5w1s`, `proto_20w1s`: Prototypical Networks (one export, any number of classes),
+  5- or 20-way requests.
+
+Prints one line per configuration: `config=<name> p50_ms=<number> p99_ms=<number>`.
 """
 
 import json
@@ -18,8 +23,19 @@ import time
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string("model", None, "A few-shot classifier export; default: fresh Conv-4 MAML exports.")
-flags.DEFINE_string("config", None, "Name printed for --model (default: maml_<inner_steps>step).")
+from benchmarks.common import check_configs
+
+CONFIGS = {  # name: (learner, inner steps, ways per request)
+    "maml_1step": ("maml", 1, 5),
+    "maml_5step": ("maml", 5, 5),
+    "proto_5w1s": ("protonet", None, 5),
+    "proto_20w1s": ("protonet", None, 20),
+}
+
+flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
+flags.DEFINE_string("model", None, "A few-shot classifier export to time instead of the configurations.")
+flags.DEFINE_string("config", None, "Name printed for --model (default: the export's name).")
+flags.DEFINE_integer("ways", None, "Classes per request for --model (default: the model card's ways).")
 flags.DEFINE_integer("requests", 300, "Timed requests per configuration (after warm-up).")
 flags.DEFINE_integer("warmup", 30, "Untimed requests first.")
 flags.DEFINE_integer("shots", 1, "Support examples per class.")
@@ -28,20 +44,22 @@ flags.DEFINE_enum("loader", "signature", ["signature", "session"],
                   "signature: tf.saved_model.load; session: TF1 Session loader as TF Serving's C++ server.")
 
 
-def _fresh_exports(root):
+def _fresh_export(root, name):
+    """Exports the freshly initialised learner of configuration `name`; returns its path."""
     import keras  # noqa: PLC0415
 
-    from tfmeta.learners import MAML  # noqa: PLC0415
     from tfmeta.export import export_few_shot_classifier  # noqa: PLC0415
+    from tfmeta.learners import MAML, PrototypicalNetwork  # noqa: PLC0415
     from tfmeta.models import conv4  # noqa: PLC0415
 
-    exports = {}
-    for steps in (1, 5):
-        keras.utils.set_random_seed(0)
-        algorithm = MAML(conv4(ways=5, input_shape=(28, 28, 1)), inner_steps=steps, inner_lr=0.4)
-        card = {"note": "freshly initialised Conv-4 MAML for benchmarks.serving (untrained)"}
-        exports[f"maml_{steps}step"] = export_few_shot_classifier(algorithm, root, f"bench_{steps}step", model_card=card)
-    return exports
+    kind, steps, ways = CONFIGS[name]
+    keras.utils.set_random_seed(0)
+    card = {"note": f"freshly initialised Conv-4 {kind} for benchmarks.serving (untrained)"}
+    if kind == "maml":
+        learner = MAML(conv4(ways=ways, input_shape=(28, 28, 1)), inner_steps=steps, inner_lr=0.4)
+    else:
+        learner = PrototypicalNetwork(conv4(ways=None, input_shape=(28, 28, 1)))
+    return export_few_shot_classifier(learner, root, f"bench_{name}", model_card=card, max_ways=100)
 
 
 def _make_serve(path, loader):
@@ -65,10 +83,10 @@ def _make_serve(path, loader):
     return lambda request: session.run(fetch, {sig.inputs[k].name: v for k, v in request.items()})
 
 
-def measure(path, loader="signature", requests=300, warmup=30, shots=1, queries=5):
-    """`(p50_ms, p99_ms)` of adapt-and-predict requests, one at a time."""
+def measure(path, loader="signature", requests=300, warmup=30, shots=1, queries=5, ways=None):
+    """`(p50_ms, p99_ms)` of adapt-and-predict requests of `ways` classes (default: the card's), one at a time."""
     card = json.loads((pathlib.Path(path) / "assets" / "tfmeta.json").read_text())
-    ways, shape = card["ways"], tuple(card["input"]["shape"])
+    ways, shape = ways or card["ways"], tuple(card["input"]["shape"])
     serve = _make_serve(path, loader)
     rng = np.random.default_rng(0)
     times = []
@@ -92,15 +110,16 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
+    if f.model is not None:
+        name = f.config or pathlib.Path(f.model).parent.name
+        p50, p99 = measure(f.model, f.loader, f.requests, f.warmup, f.shots, f.queries, f.ways)
+        print(f"config={name} p50_ms={p50:.2f} p99_ms={p99:.2f}", flush=True)
+        return
+    check_configs(f.configs, CONFIGS)
     with tempfile.TemporaryDirectory(prefix="tfmeta-bench-") as tmp:
-        if f.model is None:
-            print("benchmarks.serving: exporting freshly initialised Conv-4 MAML models (5-way, 28x28x1)", flush=True)
-            exports = _fresh_exports(tmp)
-        else:
-            card = json.loads((pathlib.Path(f.model) / "assets" / "tfmeta.json").read_text())
-            exports = {f.config or f"maml_{card.get('inner_steps')}step": f.model}
-        for name, path in exports.items():
-            p50, p99 = measure(path, f.loader, f.requests, f.warmup, f.shots, f.queries)
+        for name in f.configs:
+            path = _fresh_export(tmp, name)
+            p50, p99 = measure(path, f.loader, f.requests, f.warmup, f.shots, f.queries, CONFIGS[name][2])
             print(f"config={name} p50_ms={p50:.2f} p99_ms={p99:.2f}", flush=True)
 
 

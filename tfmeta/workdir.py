@@ -35,14 +35,16 @@ class Restored:
     checkpoint_path: str
 
 
-def restore(workdir, data_dir=None) -> Restored:
-    """Builds a run's learner and loads its latest checkpoint, without reading its data.
+def restore(workdir, data_dir=None, which: str | None = None) -> Restored:
+    """Builds a run's learner and loads a checkpoint, without reading its data.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
         data_dir: for runs from before the data spec was recorded in
             `config.json`: where their data is, to read the input shape from it
             (None: the data_dir in `config.json`).
+        which: the checkpoint, `"last"`, `"best"` (the best validation metric),
+            or None: the run's `select` (what its final test and export used).
 
     Returns:
         A `Restored`.
@@ -60,9 +62,15 @@ def restore(workdir, data_dir=None) -> Restored:
     from tfmeta.training import runner  # noqa: PLC0415
 
     config = dataclasses.replace(checkpoints.load_config(workdir), workdir=str(workdir))
-    path = checkpoints.latest_checkpoint(workdir)
+    which = config.select if which is None else which
+    if which not in ("last", "best"):
+        raise ValueError(f"`which` must be 'last' or 'best'. Received: which={which!r}")
+    if which == "best":
+        path = tf.train.latest_checkpoint(str(pathlib.Path(workdir) / checkpoints.BEST_DIR))
+    else:
+        path = checkpoints.latest_checkpoint(workdir)
     if path is None:
-        raise FileNotFoundError(f"No checkpoint in the workdir. Received: workdir={str(workdir)!r}")
+        raise FileNotFoundError(f"No {which} checkpoint in the workdir. Received: workdir={str(workdir)!r}")
     spec = checkpoints.load_data_spec(workdir)
     if spec is None:  # A run from before config.json recorded its inputs: read them from the data.
         if data_dir is not None:
@@ -81,20 +89,25 @@ def restore(workdir, data_dir=None) -> Restored:
     return Restored(config, spec, learner, int(checkpoint.step.numpy()), path)
 
 
-def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True) -> dict:
-    """Tests the latest checkpoint of a run directory on unseen tasks.
+def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
+                     shots=None, queries=None) -> dict:
+    """Tests a run directory's checkpoint (the one its `select` chose) on unseen tasks.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
         eval_episodes: number of unseen test tasks.
         data_dir: overrides the `data_dir` saved in `config.json` (None: keep).
         verbose: print one line per inner-step count.
+        ways, shots, queries: test episodes of another shape than the run's
+            (None: the run's). Another number of classes needs a learner that
+            serves any number (`any_ways`: metric learners).
 
     Returns:
         `{steps: evaluate(...) dict}` as in `RunResult.test_results`.
 
     Raises:
         FileNotFoundError: if the workdir has no `config.json` or no checkpoint.
+        ValueError: if `ways` differs from a fixed-head learner's.
 
     Example:
 
@@ -105,14 +118,29 @@ def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: 
     from tfmeta.training import runner  # noqa: PLC0415
 
     restored = restore(workdir, data_dir=data_dir)
-    overrides = {"eval_episodes": eval_episodes}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    config = dataclasses.replace(restored.config, **overrides)
+    config = _test_config(restored.config, restored.learner, eval_episodes, data_dir, ways, shots, queries)
     if verbose:
         print(f"Evaluating {config.variant} on {config.dataset} at step {restored.step} ({restored.checkpoint_path})",
               flush=True)
     return runner.evaluate_on_test(restored.learner, config, runner.load_data(config), verbose=verbose)
+
+
+def _test_config(config: MetaTrainConfig, learner, eval_episodes, data_dir, ways, shots, queries) -> MetaTrainConfig:
+    """A run's config with the test settings of `evaluate_workdir` / `evaluate_ensemble`.
+
+    Raises:
+        ValueError: if `ways` differs from a fixed-head learner's.
+    """
+    overrides = {"eval_episodes": eval_episodes}
+    for name, value in (("data_dir", data_dir), ("shots", shots), ("queries", queries), ("ways", ways)):
+        if value is not None:
+            overrides[name] = value
+    if ways is not None and ways != config.ways and not learner.any_ways:
+        raise ValueError(f"{config.variant}'s head has {config.ways} outputs: it is tested on "
+                         f"{config.ways}-way tasks only. Received: ways={ways}")
+    if ways is not None and config.train_ways is None:
+        overrides["train_ways"] = config.ways  # the run's training episodes are unchanged
+    return dataclasses.replace(config, **overrides)
 
 
 def adapt_workdir(workdir, support_dir, export_root="saved_models", name="adapted_classifier", model_card=None,
@@ -167,11 +195,13 @@ def adapt_workdir(workdir, support_dir, export_root="saved_models", name="adapte
                                      preprocessing=restored.data_spec["preprocessing"])
 
 
-def evaluate_ensemble(workdirs, eval_episodes: int = 600, data_dir=None, verbose: bool = True) -> dict:
+def evaluate_ensemble(workdirs, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
+                      shots=None, queries=None) -> dict:
     """Tests several runs and their ensemble (`tfmeta.learners.Ensemble`) on the same unseen tasks.
 
     The test tasks are those `evaluate_workdir` draws for the first run (its
-    dataset, class split, ways, shots, queries and seed). Each run is tested with
+    dataset, class split, ways, shots, queries and seed, or the given episode
+    shape). Each run is tested with
     its own adaptation (learners that adapt in steps take their
     `eval_inner_steps`), then the ensemble, the mean of their class
     probabilities; the ensemble's gain over its best member is measured on the
@@ -184,6 +214,9 @@ def evaluate_ensemble(workdirs, eval_episodes: int = 600, data_dir=None, verbose
         data_dir: overrides the first run's `data_dir` (and locates the data of
             runs from before the data spec was recorded).
         verbose: print one line per member, one for the ensemble, one for its gain.
+        ways, shots, queries: test episodes of another shape than the first
+            run's (None: the first run's); another number of classes needs members
+            that serve any number.
 
     Returns:
         `{"members": [evaluate(...) dict per run], "ensemble": evaluate(...) dict,
@@ -221,10 +254,7 @@ def evaluate_ensemble(workdirs, eval_episodes: int = 600, data_dir=None, verbose
                 f"reads {first}, {workdir} reads {inputs}"
             )
     ensemble = Ensemble([run.learner for run in runs])
-    overrides = {"eval_episodes": eval_episodes}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    config = dataclasses.replace(runs[0].config, **overrides)
+    config = _test_config(runs[0].config, ensemble, eval_episodes, data_dir, ways, shots, queries)
     if ensemble.ways is not None and ensemble.ways != config.ways:
         raise ValueError(f"The ensemble serves {ensemble.ways}-way tasks; the test tasks of {workdirs[0]} are "
                          f"{config.ways}-way. Received: ways={config.ways}")

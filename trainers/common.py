@@ -15,7 +15,15 @@ import sys
 from absl import app, flags, logging
 
 from tfmeta.learners import registry
-from tfmeta.training.config import DISTANCES, HEADS, MIXED_PRECISION_POLICIES, STRATEGIES, MetaTrainConfig
+from tfmeta.training.config import (
+    DISTANCES,
+    HEADS,
+    MIXED_PRECISION_POLICIES,
+    OMNIGLOT_SPLITS,
+    SELECTIONS,
+    STRATEGIES,
+    MetaTrainConfig,
+)
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks on errors and TensorFlow's log lines.")
 
@@ -51,7 +59,8 @@ _HELP = {
                 "--meta_batch_size is global: each replica gets meta_batch_size/replicas tasks.",
     "devices": "Devices of --strategy=mirrored, comma-separated (e.g. GPU:0,GPU:1); default all local GPUs.",
     "mixed_precision": "none | mixed_float16 (loss-scaled) | mixed_bfloat16: 16-bit compute, float32 variables.",
-    "backbone": "Network of image tasks: conv4, conv4_32, resnet12 or package.module:factory.",
+    "backbone": "Network of image tasks: conv4, conv4_32, resnet12, conv4_relation (feature maps, Relation "
+                "Networks) or package.module:factory.",
     "train_ways": "Classes per training episode (default: --ways).",
     "train_shots": "Support examples per class in training episodes (default: --shots).",
     "train_queries": "Query examples per class in training episodes (default: --queries).",
@@ -62,17 +71,28 @@ _HELP = {
                   "--meta_batch_size such mini-batches.",
     "max_ways": "Export: the most classes one request may hold (learners that serve any number).",
     "max_shots": "Export: the most support examples of one class a request may hold.",
+    "split": "Omniglot's class split: sample (default; the two sample archives), vinyals or lake (full release).",
+    "image_size": "Side of the square images (default: the data set's usual size, or a folder's own).",
+    "channels": "Folders and TFDS: 1 (greyscale) or 3 (RGB).",
+    "select": "Checkpoint the final test and the export use: last, or best (best validation metric).",
+    "crop_padding": "Training augmentation: random crop after zero padding of this many pixels (0: none).",
+    "flip": "Training augmentation: random left-right flips.",
+    "color_jitter": "Training augmentation: brightness/contrast/saturation jitter strength in [0, 1].",
+    "patience": "Stop after this many evaluations without a better validation metric (0: never).",
 }
 
 # The flags of each kind of trainer (each a MetaTrainConfig field of the same name).
-COMMON_FIELDS = ("dataset", "data_dir", "ways", "shots", "queries", "meta_batch_size", "meta_lr", "num_iterations",
-                 "eval_every", "eval_episodes", "seed", "workdir", "export_dir", "export_name", "resume", "strategy",
-                 "devices", "mixed_precision", "backbone")
+COMMON_FIELDS = ("dataset", "data_dir", "split", "image_size", "channels", "ways", "shots", "queries",
+                 "meta_batch_size", "meta_lr", "num_iterations", "eval_every", "eval_episodes", "select", "patience",
+                 "crop_padding", "flip", "color_jitter",
+                 "seed", "workdir", "export_dir", "export_name", "resume", "strategy", "devices", "mixed_precision",
+                 "backbone")
 GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "first_order", "multi_step_loss",
                    "msl_anneal_steps")
 METRIC_FIELDS = ("train_ways", "train_shots", "train_queries", "max_ways", "max_shots")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
-ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS}
+ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS, "split": OMNIGLOT_SPLITS,
+         "select": SELECTIONS}
 _defined = []  # the flags define_flags defined
 _defaults = {}  # every field's value when it has no flag: the trainer's defaults
 

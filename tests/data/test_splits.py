@@ -36,12 +36,13 @@ def test_class_split_refuse_too_few_classes_to_split(tmp_path):
 
 @pytest.mark.data
 def test_omniglot_split_of_the_sample(omniglot_data_dir):
-    train, val, test = omniglot_sample_split(ClassDataset.from_omniglot(omniglot_data_dir))
+    split = omniglot_sample_split(ClassDataset.from_omniglot(omniglot_data_dir))
+    train, val, test = split
     assert set(test.alphabets) == {"Sanskrit", "Tagalog"} and test.num_classes == 59
-    assert train.num_classes == 4 * 183 and "Sanskrit" not in train.alphabets
+    assert val.alphabets == ["Early_Aramaic"] and val.num_classes == 22 and split.has_own_validation
+    assert train.num_classes == 4 * 161 and not {"Sanskrit", "Tagalog", "Early_Aramaic"} & set(train.alphabets)
     characters = {name.split("@")[0] for name in train.class_names}
-    assert len(characters) == 183 and not characters & set(test.class_names)
-    assert val is test  # the sample has no validation classes of its own
+    assert len(characters) == 161 and not characters & (set(test.class_names) | set(val.class_names))
     # The preprocessing travels with the classes through every transform.
     assert train.preprocessing == test.preprocessing == Preprocessing((28, 28), 1, True)
     assert Preprocessing.from_dict(train.preprocessing.to_dict()) == train.preprocessing

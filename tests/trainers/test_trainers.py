@@ -87,19 +87,64 @@ def test_bad_input_is_one_line_and_tensorflow_start_up_is_quiet(tmp_path):
     assert "Traceback" in verbose.stderr and "FileNotFoundError: Image folder not found" in verbose.stderr
 
 
+def _image_folder(root, classes=8, images=6, size=28, seed=0):
+    """A folder dataset: `classes` classes of `images` grey images each, a class-specific pattern plus noise."""
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        pattern = rng.random((size, size)) > 0.7
+        for i in range(images):
+            pixels = (pattern * 200 + rng.integers(0, 55, (size, size))).astype(np.uint8)
+            folder = root / f"class{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_protonet_trainer_resumes_exactly_and_exports_for_any_ways(tmp_path):
+    import numpy as np
+
+    data = _image_folder(tmp_path / "data", classes=10)
+    common = ["--dataset=folder", f"--data_dir={data}", "--ways=2", "--shots=1", "--queries=2", "--train_ways=3",
+              "--train_queries=2", "--eval_every=2", "--eval_episodes=4", "--max_ways=4"]
+    full = run_module("trainers.protonet", *common, "--num_iterations=4", f"--workdir={tmp_path / 'full'}",
+                      f"--export_dir={tmp_path / 'exports'}", "--export_name=proto")
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "test: loss" in full.stdout and "(4 episodes)" in full.stdout, full.stdout
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert (config["variant"], config["train_ways"], config["ways"]) == ("protonet", 3, 2)
+    card = json.loads((tmp_path / "exports" / "proto" / "1" / "assets" / "tfmeta.json").read_text())
+    assert card["any_ways"] and card["ways"] == 4 and "embed" in card["signatures"]
+    # The same run tested on 3-way tasks (a metric learner serves any number of classes).
+    evaluated = run_module("trainers.evaluate", f"--workdir={tmp_path / 'full'}", "--ways=3", "--eval_episodes=5")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "test: loss" in evaluated.stdout and "(5 episodes)" in evaluated.stdout
+
+    first = run_module("trainers.protonet", *common, "--num_iterations=2", f"--workdir={tmp_path / 'split'}",
+                       "--export_dir=")
+    second = run_module("trainers.protonet", *common, "--num_iterations=4", f"--workdir={tmp_path / 'split'}",
+                        "--export_dir=")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from step 2" in second.stdout
+    import tensorflow as tf
+
+    # Every value of the two final checkpoints (network, optimizer slots, step), bit for bit.
+    read = lambda run: {name: tf.train.load_variable(str(tmp_path / run / "checkpoints" / "ckpt-4"), name)
+                        for name, _ in tf.train.list_variables(str(tmp_path / run / "checkpoints" / "ckpt-4"))
+                        if not name.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
+    full_values, resumed_values = read("full"), read("split")
+    assert full_values.keys() == resumed_values.keys() and len(full_values) > 50
+    for name, value in full_values.items():
+        np.testing.assert_array_equal(value, resumed_values[name], err_msg=name)
+
+
 def test_finetune_trainer(tmp_path):
     """Pre-training through the loop on a folder of images, the test on unseen classes, the export's card."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for k in range(15):  # 15 classes of 4 images: 12 pre-train, 3 test (a seeded random split)
-        for i in range(4):
-            path = tmp_path / "data" / f"c{k:02d}" / f"{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.clip(rng.normal(40 + 12 * k, 30, (16, 16)), 0, 255).astype(np.uint8), mode="L").save(path)
+    data = _image_folder(tmp_path / "data", classes=15, images=4, size=16)  # 12 pre-train, 3 test classes
     workdir, exports = tmp_path / "run", tmp_path / "exports"
-    done = run_module("trainers.finetune", "--dataset=folder", f"--data_dir={tmp_path / 'data'}", "--ways=3",
+    done = run_module("trainers.finetune", "--dataset=folder", f"--data_dir={data}", "--ways=3",
                       "--shots=1", "--queries=2", "--batch_size=8", "--num_iterations=4", "--eval_every=2",
                       "--eval_episodes=6", "--head=cosine", f"--workdir={workdir}", f"--export_dir={exports}")
     assert done.returncode == 0, done.stderr[-3000:]

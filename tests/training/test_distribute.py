@@ -22,18 +22,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("mirrored_check.py")
 
 
-VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "finetune"]
+VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "matching", "relation", "finetune"]
 
 
 @pytest.fixture(scope="module")
 def mirrored_results(tmp_path_factory):
     """Second-order MAML, first-order MAML, MAML++ (per-step BatchNorm statistics), Reptile,
-    Prototypical Networks and the fine-tuning baseline (pre-training batches of all 8 classes)
-    (Conv-4, 8 filters, 16x16, BatchNorm), on 2 replicas (2 tasks each) and on one device (4 tasks)."""
+    Prototypical and Matching Networks (Conv-4, 8 filters, 16x16, BatchNorm), Relation Networks
+    (their embedding, 8 filters, and a relation module with BatchNorm) and the fine-tuning baseline
+    (pre-training batches of all 8 classes), on 2 replicas (2 tasks each) and on one device (4 tasks)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    # The script's own folder comes first on its sys.path: put this checkout's tfmeta before any installed one.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     workdir = tmp_path_factory.mktemp("mirrored")
     done = subprocess.run([sys.executable, str(CHECK), str(workdir), *VARIANTS], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=420)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.split("RESULT ")[-1])
 
@@ -45,7 +48,8 @@ def test_mirrored_two_replicas_match_one_device(mirrored_results, variant):
     # The loop's reduced meta-gradients of the same global meta-batch, before any update
     # (measured: ~6e-8 of ~0.7 for MAML): a sum instead of a mean over replicas, or a replica
     # seeing the wrong tasks, is off by O(1) relative.
-    assert result["grad_max_abs"] > 0.1
+    # Relation Networks' MSE of sigmoid scores has smaller gradients than a cross-entropy (measured: 0.10).
+    assert result["grad_max_abs"] > (0.02 if variant == "relation" else 0.1)
     assert result["grad_max_diff"] < 1e-6 and result["grad_max_rel_diff"] < 1e-5
     assert result["first_loss_diff"] < 1e-6
     # BatchNorm statistics averaged over the global meta-batch (MAML++: one copy per inner step).
@@ -53,10 +57,12 @@ def test_mirrored_two_replicas_match_one_device(mirrored_results, variant):
     if variant == "maml++":
         assert result["state_shapes"][0] == [3, 8]  # inner_steps + 1 copies of 8 channels
     assert result["loss_diff"] < 1e-5
-    # Parameters and BatchNorm moving statistics after 3 Adam steps of 1e-3 (measured: ~2e-6 apart; they
-    # moved by ~0.08 with the moving statistics, ~3e-3 without: MAML++ keeps its statistics per step).
+    # Parameters and BatchNorm moving statistics after 3 Adam steps of 1e-3 (measured: 2e-6 to 2.5e-5 apart,
+    # depending on the threads' summation order, which Adam's division by the gradients' own size amplifies;
+    # they moved by ~0.08 with the moving statistics, ~3e-3 without: MAML++ keeps its statistics per step).
+    # The gradients before any update are compared to 1e-6 above: this only checks the updates are applied.
     assert result["param_max_change"] > 2e-3
-    assert result["param_max_diff"] < 2e-5
+    assert result["param_max_diff"] < 1e-4
     # Conv biases before BatchNorm: exact gradient 0 (noise ~3e-7), Adam moves them by at most meta_lr a step.
     assert result["cancelled_bias_max_grad"] < 1e-5
     assert result["cancelled_bias_max_diff"] <= 2 * 3 * 1e-3

@@ -139,3 +139,36 @@ def test_progress_lines_between_evaluations(tiny, tmp_path, capsys):
 def test_a_built_learner_is_checked(tmp_path):
     with pytest.raises(TypeError, match="must return a tfmeta Learner. Received: str"):
         MetaTrainer(MetaTrainConfig(workdir=str(tmp_path)), lambda: "maml", None)
+
+
+def _scripted_validation(trainer, values):
+    """Validation returns `values` in turn (a known curve), as `val/mse_after` (lower is better)."""
+    curve = iter(values)
+    trainer.validate = lambda: {"val/mse_after": next(curve)}
+
+
+def test_select_best_keeps_the_checkpoint_of_the_best_validation(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, num_iterations=25, eval_every=5, select="best")
+    _scripted_validation(trainer, [5.0, 3.0, 4.0, 2.5, 6.0])  # best at the 4th evaluation: step 20
+    trainer.train()
+    assert int(trainer.step.numpy()) == 25
+    best = json.loads((tmp_path / "checkpoints" / "best" / "best.json").read_text())
+    assert best == {"step": 20, "value": 2.5, "metric": "val/mse_after", "evaluations_since": 1}
+    last = values(trainer)
+    assert trainer.restore_best() == 20
+    restored = values(trainer)
+    assert any(not np.array_equal(a, b) for a, b in zip(last, restored))  # not the last parameters
+    replay = make_trainer(tiny, tmp_path / "replay", num_iterations=20, eval_every=5)
+    replay.train()
+    for a, b in zip(values(replay), restored):  # the parameters of step 20, exactly
+        np.testing.assert_array_equal(a, b)
+
+
+def test_patience_stops_early_and_resume_keeps_the_count(tiny, tmp_path):
+    trainer = make_trainer(tiny, tmp_path, num_iterations=50, eval_every=5, patience=2)
+    _scripted_validation(trainer, [5.0, 3.0, 4.0, 3.5])
+    trainer.train()
+    assert int(trainer.step.numpy()) == 20  # evaluations at 15 and 20 did not beat step 10's: stop
+    best = json.loads((tmp_path / "checkpoints" / "best" / "best.json").read_text())
+    assert (best["step"], best["evaluations_since"]) == (10, 2)
+    assert checkpoints.latest_checkpoint(tmp_path).endswith("ckpt-20")

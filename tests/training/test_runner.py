@@ -131,6 +131,66 @@ def test_omniglot_smoke_and_restore_without_the_data(omniglot_data_dir, tmp_path
 
     monkeypatch.setattr(ClassDataset, "from_omniglot", no_reading)
     restored = workdir.restore(tmp_path / "run")
+    with pytest.raises(ValueError, match="tested on 5-way tasks only. Received: ways=7"):
+        workdir.evaluate_workdir(tmp_path / "run", eval_episodes=2, ways=7)
     assert restored.step == 4 and restored.data_spec["preprocessing"]["invert"] is True
     for a, b in zip(restored.learner.variables, result.trainer.learner.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_selection_needs_validation_classes_of_the_splits_own(tmp_path):
+    from PIL import Image
+
+    for k in range(10):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16), 20 * k + i, np.uint8)).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    config = MetaTrainConfig(dataset="folder", data_dir=str(tmp_path / "data"), ways=2, shots=1, queries=1,
+                             workdir=str(tmp_path / "run"), select="best")
+    with pytest.raises(ValueError, match="validates on its test classes.*Received: select='best', patience=0"):
+        build_trainer(config, verbose=False)
+    with pytest.raises(ValueError, match="Received: select='last', patience=3"):
+        build_trainer(dataclasses.replace(config, select="last", patience=3), verbose=False)
+
+
+def test_augmentation_touches_the_training_stream_only_and_any_replica_count_draws_the_same(tmp_path):
+    from PIL import Image
+
+    from tfmeta.training import runner
+
+    rng = np.random.default_rng(0)
+    for k in range(10):
+        (tmp_path / "data" / f"c{k}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20), np.uint8)).save(tmp_path / "data" / f"c{k}" / f"{i}.png")
+    plain = MetaTrainConfig(dataset="folder", data_dir=str(tmp_path / "data"), ways=2, shots=1, queries=2,
+                            meta_batch_size=4, workdir=str(tmp_path / "run"))
+    augmented = dataclasses.replace(plain, crop_padding=3, flip=True)
+    split = runner.load_data(plain)
+    first = lambda config, ctx=None: next(iter(runner.train_dataset_fn(config, split)(7, ctx)))
+    a, b, c = first(plain), first(augmented), first(augmented)
+    assert not np.allclose(a.support_x, b.support_x)  # augmented...
+    np.testing.assert_array_equal(a.support_y, b.support_y)  # ... with the same labels
+    np.testing.assert_array_equal(b.query_x, c.query_x)  # deterministic: a pure function of (seed, step, task)
+    # Two replicas draw the same augmentations as one device: their slices concatenate to it.
+    iterator = iter(runner.train_dataset_fn(augmented, split)(7, tf.distribute.InputContext(1, 0, 2)))
+    slices = [next(iterator), next(iterator)]  # replica 0's and replica 1's tasks of step 7
+    np.testing.assert_array_equal(np.concatenate([s.query_x for s in slices]), b.query_x)
+    # Validation and test streams are never augmented.
+    validation = lambda config: next(iter(runner.eval_dataset_fn(config, split)()))
+    np.testing.assert_array_equal(validation(plain).support_x, validation(augmented).support_x)
+
+
+def test_select_best_tests_and_exports_the_best_checkpoint_and_restore_follows(tmp_path):
+    import json
+
+    from tfmeta import workdir
+
+    result = run(quick(tmp_path / "run", num_iterations=30, eval_every=10, eval_episodes=25, select="best",
+                       export_dir=str(tmp_path / "exports")), verbose=False)
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "best.json").read_text())
+    assert best["metric"] == "val/mse_after" and best["step"] in (10, 20, 30)
+    assert [r["val/mse_after"] for r in result.history if r["step"] == best["step"]] == [best["value"]]
+    assert read_model_card(result.export_path)["checkpoint_step"] == best["step"]
+    assert workdir.restore(tmp_path / "run").step == best["step"]  # the run's selection
+    assert workdir.restore(tmp_path / "run", which="last").step == 30

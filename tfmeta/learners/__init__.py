@@ -1,8 +1,9 @@
 """Meta-learners. Every one implements `tfmeta.learners.Learner` (see `base.py`).
 
 Families (one folder each): `gradient` (MAML, FOMAML, ANIL, Meta-SGD, MAML++,
-Reptile), `metric` (Prototypical Networks, fine-tuning baselines, ...). `registry` names them all:
-`build(name, model, **kwargs)`. `Ensemble` averages the class probabilities of trained learners of any family.
+Reptile), `metric` (Prototypical, Matching and Relation Networks, fine-tuning baselines, ...). `registry` names
+them all: `build(name, model, **kwargs)`. `Ensemble` averages the class probabilities of trained learners of any
+family.
 """
 
 from tfmeta.learners.base import (
@@ -26,7 +27,9 @@ from tfmeta.learners.gradient import (
     inner_loop,
     multi_step_loss_weights,
 )
-from tfmeta.learners.metric import EmbeddingLearner, FineTuneBaseline, PrototypicalNetwork
+from tfmeta.learners.metric import EmbeddingLearner, PrototypicalNetwork
+from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
+from tfmeta.learners.metric import FineTuneBaseline
 from tfmeta.learners.registry import MAML_PLUS_PLUS_DEFAULTS, build, entry, names, register
 
 __all__ = [
@@ -35,3 +38,4 @@ __all__ = [
     "REGRESSION", "Reptile", "TaskLoss", "Weights", "adapt_network", "build", "cosine_annealing", "entry",
     "inner_loop", "map_over_tasks", "multi_step_loss_weights", "names", "register", "task_loss_and_metrics",
 ]
+__all__ += ["MatchingNetwork", "RelationNetwork"]

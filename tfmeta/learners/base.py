@@ -22,6 +22,7 @@ order and loss scale are arguments too: nothing is switched while tracing.
 
 import abc
 import inspect
+import os
 from typing import NamedTuple
 
 import keras
@@ -123,11 +124,28 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
+def parallel_tasks() -> int:
+    """How many tasks of a meta-batch run at once (`tf.map_fn`'s `parallel_iterations`).
+
+    TensorFlow's inter-op thread count (the ops it can run at once; by default
+    one per schedulable CPU), at most 10 (`tf.map_fn`'s default). Every task in
+    flight holds its query activations and their gradients (~100 MB for Conv-4,
+    5-way 1-shot, 15 queries): with 10 in flight on 2 threads, up to 10 tasks'
+    working memory was alive while only 2 ran, for no speed
+    (`benchmarks.meta_step`: peak RSS 2.0 GB -> 1.1 GB under `MirroredStrategy`
+    on 2 logical CPUs, no slower).
+    """
+    threads = tf.config.threading.get_inter_op_parallelism_threads()
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(10, threads))
+
+
 def map_over_tasks(fn, episodes: Episode, output_signature):
     """Runs `fn(task_episode)` on every task of a meta-batch with `tf.map_fn`.
 
-    One trace of `fn`, whatever the number of tasks; tasks run in parallel
-    (`tf.map_fn`'s `parallel_iterations`) inside one compiled step.
+    One trace of `fn`, whatever the number of tasks; `parallel_tasks()` tasks
+    run at once inside one compiled step.
 
     Args:
         fn: `(Episode) -> outputs` for one unbatched task.
@@ -137,7 +155,8 @@ def map_over_tasks(fn, episodes: Episode, output_signature):
     Returns:
         `fn`'s outputs stacked along a new leading tasks axis.
     """
-    return tf.map_fn(lambda task: fn(Episode(*task)), tuple(episodes), fn_output_signature=output_signature)
+    return tf.map_fn(lambda task: fn(Episode(*task)), tuple(episodes), fn_output_signature=output_signature,
+                     parallel_iterations=parallel_tasks())
 
 
 def _takes_training(model: keras.Model) -> bool:
@@ -375,6 +394,11 @@ class Learner(abc.ABC):
     def metric_names(self) -> tuple:
         """Names of the metrics `loss_and_metrics` returns (besides `loss`)."""
         return ("accuracy",) if self.task == CLASSIFICATION else ("mse",)
+
+    def selection_metric(self) -> tuple[str, bool]:
+        """The metric that selects the best checkpoint (`--select=best`): `(name,
+        higher_is_better)`; accuracy for classification, MSE for regression."""
+        return ("accuracy", True) if self.task == CLASSIFICATION else ("mse", False)
 
     def metrics_dtype(self) -> tf.DType:
         """dtype of metrics over tasks: float64 for a float64 network, float32

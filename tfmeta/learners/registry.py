@@ -12,7 +12,9 @@ from typing import Callable
 
 from tfmeta.learners.base import Learner
 from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
-from tfmeta.learners.metric import FineTuneBaseline, PrototypicalNetwork
+from tfmeta.learners.metric import PrototypicalNetwork
+from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
+from tfmeta.learners.metric import FineTuneBaseline
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
@@ -114,6 +116,10 @@ for _name, _build, _description in (
 
 register("protonet", "metric", PrototypicalNetwork,
          "Prototypical Networks (Snell et al. 2017): nearest class mean of the embeddings")
+register("matching", "metric", MatchingNetwork,
+         "Matching Networks (Vinyals et al. 2016): cosine attention over the support set, optional FCE")
+register("relation", "metric", RelationNetwork,
+         "Relation Networks (Sung et al. 2018): a learned relation module scores class/query feature maps")
 register("finetune", "metric", FineTuneBaseline,
          "fine-tuning baselines (Chen et al. 2019, Tian et al. 2020): pre-trained classifier, new head per task",
          training_data=CLASS_BATCHES)

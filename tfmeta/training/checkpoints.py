@@ -5,6 +5,8 @@ Layout of a workdir::
     <workdir>/config.json          the resolved MetaTrainConfig, and under "data" the
                                    data spec (input shape, preprocessing) of the run
     <workdir>/checkpoints/         tf.train.CheckpointManager (ckpt-<step>.*, `checkpoint`)
+    <workdir>/checkpoints/best/    the checkpoint with the best validation metric, and
+                                   best.json (its step, the metric, its value)
     <workdir>/tensorboard/         tf.summary scalars
 
 Checkpoints are safe against a crash while saving: TensorFlow writes a
@@ -27,6 +29,8 @@ from tfmeta.training.config import MetaTrainConfig
 CONFIG_FILE = "config.json"
 DATA_KEY = "data"  # config.json's entry for the data spec (not a config field)
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "checkpoints/best"  # the checkpoint with the best validation metric, and BEST_FILE
+BEST_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -80,6 +84,12 @@ def load_data_spec(workdir) -> dict | None:
         FileNotFoundError: if the workdir holds no `config.json`.
     """
     return _read_config_file(workdir).get(DATA_KEY)
+
+
+def load_selection(workdir) -> dict:
+    """The best validation result so far (`best.json`: step, metric, value, evaluations_since); `{}` if none."""
+    path = pathlib.Path(workdir) / BEST_DIR / BEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def latest_checkpoint(workdir):

@@ -5,11 +5,13 @@ import json
 import math
 import re
 
+from tfmeta.data.splits import OMNIGLOT_SPLITS
 from tfmeta.learners import registry
 
 DATASETS = ("sinusoid", "omniglot", "folder")  # or any TFDS name
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
+SELECTIONS = ("last", "best")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 
@@ -19,7 +21,7 @@ MIXED_PRECISION_POLICIES = ("none", "mixed_float16", "mixed_bfloat16")
 # meta-batch at any replica count (equal up to float round-off).
 RESUMABLE_FIELDS = frozenset(
     {"num_iterations", "eval_every", "eval_episodes", "workdir", "export_dir", "export_name", "resume", "data_dir",
-     "strategy", "devices", "max_ways", "max_shots"}
+     "strategy", "devices", "max_ways", "max_shots", "select", "patience"}
 )
 
 
@@ -82,7 +84,8 @@ class MetaTrainConfig:
         mixed_precision: `"none"`, `"mixed_float16"` (with loss scaling) or
             `"mixed_bfloat16"`: 16-bit computation, float32 variables.
         backbone: the network of image tasks (`tfmeta.models.build_backbone`):
-            `"conv4"`, `"conv4_32"`, `"resnet12"` or `"package.module:factory"`;
+            `"conv4"`, `"conv4_32"`, `"resnet12"`, `"conv4_relation"` (feature
+            maps, for Relation Networks) or `"package.module:factory"`;
             with a head of `ways` outputs for the gradient family, without one
             (an embedding) for the metric family.
         train_ways, train_shots, train_queries: the training episodes' shape
@@ -105,6 +108,22 @@ class MetaTrainConfig:
             class, one request to an export of a learner that serves any number
             of classes may hold (written in the model card; above them, a
             request is rejected).
+        split: Omniglot's class split: `"sample"` (None: the default, for the
+            two sample archives), `"vinyals"` or `"lake"` (the full release).
+            The other standard data sets have their published split.
+        image_size: the side of the square images (None: the data set's usual
+            size, or a folder's own).
+        channels: folders and TFDS: 1 or 3 (None: 1 for folders, the data set's own).
+        crop_padding, flip, color_jitter: training-time augmentation of the
+            training episodes' images (`tfmeta.data.Augmentation`: random crop
+            after zero padding, left-right flips, colour jitter; the papers'
+            settings per data set are `tfmeta.data.AUGMENTATIONS`); off at
+            validation and test.
+        select: the checkpoint the final test and the export use: `"last"`, or
+            `"best"` (the best validation metric: accuracy, or MSE for
+            regression; needs validation classes of the split's own).
+        patience: stop after this many evaluations without a better validation
+            metric (0: never; needs validation classes of the split's own).
     """
 
     dataset: str = "sinusoid"
@@ -142,6 +161,14 @@ class MetaTrainConfig:
     batch_size: int = 16
     max_ways: int = 100
     max_shots: int = 100
+    split: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    crop_padding: int = 0
+    flip: bool = False
+    color_jitter: float = 0.0
+    select: str = "last"
+    patience: int = 0
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -191,6 +218,24 @@ class MetaTrainConfig:
             raise ValueError(f"`distance` must be one of {', '.join(DISTANCES)}. Received: distance={self.distance!r}")
         if self.head not in HEADS:
             raise ValueError(f"`head` must be one of {', '.join(HEADS)}. Received: head={self.head!r}")
+        if self.split is not None and self.split not in OMNIGLOT_SPLITS:
+            raise ValueError(f"`split` must be one of {', '.join(OMNIGLOT_SPLITS)}. Received: split={self.split!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 8):
+            raise ValueError(f"`image_size` must be None or an integer >= 8. Received: image_size={self.image_size!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={self.channels!r}")
+        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
+            raise ValueError(f"`crop_padding` must be an integer >= 0. Received: crop_padding={self.crop_padding!r}")
+        if isinstance(self.color_jitter, bool) or not isinstance(self.color_jitter, (int, float)) \
+                or not 0.0 <= self.color_jitter <= 1.0:
+            raise ValueError(f"`color_jitter` must be a number in [0, 1]. Received: color_jitter={self.color_jitter!r}")
+        if self.is_regression and (self.crop_padding or self.flip or self.color_jitter):
+            raise ValueError(f"Image augmentation needs image tasks. Received: dataset={self.dataset!r}, "
+                             f"crop_padding={self.crop_padding}, flip={self.flip}, color_jitter={self.color_jitter}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"`select` must be one of {', '.join(SELECTIONS)}. Received: select={self.select!r}")
+        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ValueError(f"`patience` must be an integer >= 0. Received: patience={self.patience!r}")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"`backbone` must be a non-empty string. Received: backbone={self.backbone!r}")
         if self.multi_step_loss and self.variant == "reptile":

@@ -159,6 +159,10 @@ class MetaTrainer:
             max_to_keep=3,
             step_counter=self.step,
         )
+        # The checkpoint with the best validation metric (kept apart from the last three).
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, directory=str(self.write_dir / checkpoints.BEST_DIR), max_to_keep=1,
+        )
         self.evaluator = Evaluator(self.learner)
         self.compute_gradients = tf.function(self._gradients, autograph=False)
         self.train_step = tf.function(self._step, autograph=False)
@@ -240,6 +244,45 @@ class MetaTrainer:
         (a temporary one on non-chief workers)."""
         return self.manager.save(checkpoint_number=int(self.step.numpy()))
 
+    @property
+    def selects(self) -> bool:
+        """Whether validation selects a best checkpoint (`select="best"` or early stopping)."""
+        return self.config.select == "best" or self.config.patience > 0
+
+    def selection_key(self) -> tuple[str, bool]:
+        """The validation metric that selects, `(history key, higher_is_better)`."""
+        name, higher = self.learner.selection_metric()
+        return f"val/{name}" + ("" if self.learner.eval_steps is None else "_after"), higher
+
+    def restore_best(self) -> int:
+        """Restores the checkpoint with the best validation metric; returns its step.
+
+        Raises:
+            FileNotFoundError: if no best checkpoint was saved (no validation ran).
+        """
+        path = tf.train.latest_checkpoint(str(self.workdir / checkpoints.BEST_DIR))
+        if path is None:
+            raise FileNotFoundError(f"No best checkpoint in {self.workdir / checkpoints.BEST_DIR} (no validation "
+                                    f"ran). Received: workdir={str(self.workdir)!r}")
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        return int(self.step.numpy())
+
+    def _select(self, record: dict, selection: dict) -> bool:
+        """Keeps the best checkpoint; returns whether to stop early (`patience` evaluations without progress)."""
+        key, higher = self.selection_key()
+        value = record.get(key)
+        if value is None:
+            return False
+        best = selection.get("value")
+        if best is None or (value > best if higher else value < best):
+            self.best_manager.save(checkpoint_number=record["step"])
+            selection.update(step=record["step"], value=value, metric=key, evaluations_since=0)
+        else:
+            selection["evaluations_since"] = selection.get("evaluations_since", 0) + 1
+        if self.is_chief:
+            checkpoints.write_json_atomic(self.workdir / checkpoints.BEST_DIR / checkpoints.BEST_FILE, selection)
+        return bool(self.config.patience) and selection["evaluations_since"] >= self.config.patience
+
     # --------------------------------------------------------------- training
 
     def validate(self) -> dict:
@@ -306,6 +349,7 @@ class MetaTrainer:
         writer = tf.summary.create_file_writer(str(self.write_dir / checkpoints.TENSORBOARD_DIR))
         progress = _Progress(config.num_iterations, start, self.progress_seconds)
         window, started = {}, time.perf_counter()
+        selection = checkpoints.load_selection(self.workdir) if self.selects else {}
         end = config.num_iterations if until_step is None else min(until_step, config.num_iterations)
         for step in range(start, end):
             try:
@@ -346,6 +390,11 @@ class MetaTrainer:
                     + f" | {record['seconds']:.1f}s | saved {path}"
                 )
                 progress.reset_window(done)
+                if self.selects and self._select(record, selection):
+                    self._print(f"Early stopping at step {done}: no better {selection['metric']} for "
+                                f"{config.patience} evaluations (best {selection['value']:.4f} at step "
+                                f"{selection['step']}).")
+                    break
         writer.flush()
         return history
 

@@ -74,3 +74,17 @@ TRAINER_DEFAULTS = {
     "finetune": dict(dataset="omniglot", ways=5, shots=1, queries=15, meta_batch_size=1, batch_size=16,
                      meta_lr=1e-3, num_iterations=5000, eval_every=1000, head="linear"),
 }
+# Matching Networks, Vinyals et al. (2016), Omniglot: Conv-4 embedding (64 features on 28x28),
+# trained on episodes of the test shape (N-way k-shot). The paper gives no optimiser or query
+# count; these follow the reproductions (oscarknagg/few-shot, experiments/matching_nets.py, and
+# Chen et al.'s CloserLookFewShot): Adam 1e-3, 15 queries per class, one episode per step.
+TRAINER_DEFAULTS["matching"] = dict(dataset="omniglot", ways=5, shots=1, queries=15, meta_batch_size=1, meta_lr=1e-3,
+                                    num_iterations=10000, eval_every=1000)
+# Relation Networks, Sung et al. (2018), section 4.1 and the authors' code
+# (floodsung/LearningToCompare_FSL, omniglot_train_one_shot.py): their embedding (feature maps),
+# one episode per step, 19 queries per class in 5-way 1-shot training episodes (15 for 5-way
+# 5-shot, 10 for 20-way 1-shot, 5 for 20-way 5-shot), Adam 1e-3 (halved every 100,000 of their
+# 1,000,000 episodes, beyond these runs). Test episodes keep the library's 15 queries.
+TRAINER_DEFAULTS["relation"] = dict(dataset="omniglot", ways=5, shots=1, queries=15, train_queries=19,
+                                    meta_batch_size=1, meta_lr=1e-3, num_iterations=10000, eval_every=1000,
+                                    backbone="conv4_relation")

@@ -8,6 +8,7 @@ import math
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tfmeta import evaluation
 from tfmeta.data.splits import ClassSplit, load_class_split
@@ -53,7 +54,8 @@ def load_data(config: MetaTrainConfig) -> ClassSplit | None:
     """The classes of a classification config (`tfmeta.data.splits.load_class_split`); None for regression."""
     if config.is_regression:
         return None
-    return load_class_split(config.dataset, config.data_dir, config.ways, config.seed)
+    return load_class_split(config.dataset, config.data_dir, config.ways, config.seed, split=config.split,
+                            image_size=config.image_size, channels=config.channels)
 
 
 def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
@@ -88,21 +90,31 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
                                   seed=config.seed, start_step=start_step, input_context=input_context)
 
         return make
+    from tfmeta.data.augment import Augmentation, augment_episode
     from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
+    from tfmeta.data.sharding import TaskShard
     from tfmeta.learners import registry
 
-    if registry.entry(config.variant).training_data == registry.CLASS_BATCHES:
-
-        def make(start_step, input_context=None):
-            return class_batch_dataset(split.train, config.batch_size, config.meta_batch_size, seed=config.seed,
-                                       start_step=start_step, input_context=input_context)
-
-        return make
     ways, shots, queries = config.train_episode
+    augmentation = Augmentation(config.crop_padding, config.flip, float(config.color_jitter))
+    class_batches = registry.entry(config.variant).training_data == registry.CLASS_BATCHES
 
     def make(start_step, input_context=None):
-        return episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
-                               seed=config.seed, start_step=start_step, input_context=input_context)
+        if class_batches:
+            episodes = class_batch_dataset(split.train, config.batch_size, config.meta_batch_size, seed=config.seed,
+                                           start_step=start_step, input_context=input_context)
+        else:
+            episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
+                                       seed=config.seed, start_step=start_step, input_context=input_context)
+        if augmentation.is_identity:
+            return episodes
+        shard = TaskShard.from_context(config.meta_batch_size, input_context)
+
+        def augment(element, episode):  # the element's step and first task: the same draws on any replica count
+            steps, first_task = shard.locate(element)
+            return augment_episode(episode, augmentation, config.seed, start_step + steps, first_task)
+
+        return episodes.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     return make
 
@@ -138,6 +150,7 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 # The options of each learner that the config holds, by registry name (the gradient family's are shared).
 LEARNER_OPTIONS = {
     "protonet": lambda config: dict(distance=config.distance),
+    "matching": lambda config: dict(fce=config.fce),
     "finetune": lambda config: dict(head=config.head),
 }
 
@@ -183,7 +196,7 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
             head = config.ways if family == "gradient" else None
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
-            options = LEARNER_OPTIONS.get(config.variant, dict)(config)
+            options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}
             if pretrained:
                 options["num_classes"] = int(num_classes)
             return learners.build(config.variant, network, **options)
@@ -233,6 +246,12 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy, config.devices)
     split = load_data(config) if split is None else split
+    if (config.select == "best" or config.patience) and split is not None and not split.has_own_validation:
+        raise ValueError(
+            f"Selecting on validation (select='best' or patience) needs validation classes of the split's own; "
+            f"{config.dataset!r} validates on its test classes, which must not select anything. "
+            f"Received: select={config.select!r}, patience={config.patience}"
+        )
     spec = data_spec(config, split)
     trainer = MetaTrainer(
         config,
@@ -380,6 +399,10 @@ def test_and_export(trainer: MetaTrainer, config: MetaTrainConfig, split: ClassS
     """
     if not trainer.is_chief:  # Only the chief tests and exports.
         return {}, None
+    if config.select == "best":
+        step = trainer.restore_best()
+        if verbose:
+            print(f"Testing the checkpoint with the best {trainer.selection_key()[0]}: step {step}", flush=True)
     results = evaluate_on_test(trainer.learner, config, split, verbose=verbose)
     path = None
     if config.export_dir:

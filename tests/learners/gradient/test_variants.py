@@ -1,6 +1,7 @@
 """ANIL, Meta-SGD, MAML++ options, the factory, config and tracing."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 from tfmeta import learners
 from tfmeta.learners import ANIL, MAML, MetaSGD, Reptile, build, cosine_annealing, multi_step_loss_weights
+from tfmeta.learners.base import parallel_tasks
 from tfmeta.data.episode import Episode
 from tfmeta.models import conv4, mlp
 
@@ -158,6 +160,23 @@ def test_meta_gradients_do_not_retrace_across_same_shaped_batches():
     assert len(traces) == 1
     assert step.experimental_get_tracing_count() == 1
     assert float(first) != float(second)
+
+
+@pytest.mark.parametrize("threads, expected", [(3, 3), (1, 1), (64, 10)])
+def test_tasks_in_flight_follow_the_inter_op_threads(monkeypatch, threads, expected):
+    """The meta-batch's map_fn runs as many tasks at once as TensorFlow runs ops
+    (inter-op threads), at most 10: each task in flight holds its activations."""
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: threads)
+    assert parallel_tasks() == expected
+    algo = MAML(mlp(hidden=(8,)), task="regression", inner_steps=1, inner_lr=0.01)
+    graph = tf.function(algo.meta_gradients).get_concrete_function(_sinusoid_batch(dtype=tf.float32)).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert [op.get_attr("parallel_iterations") for op in loops] == [expected]
+
+
+def test_tasks_in_flight_default_to_the_cpus(monkeypatch):
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 0)
+    assert parallel_tasks() == min(10, len(os.sched_getaffinity(0)))
 
 
 def test_non_float_state_is_not_averaged():
