@@ -69,6 +69,8 @@ _HELP = {
     "distance": "Prototypical Networks: euclidean (squared) or cosine.",
     "fce": "Matching Networks: full context embeddings (bidirectional LSTM, attention LSTM).",
     "head": "Fine-tuning baselines: the head fitted on the support set: linear, cosine (Baseline++) or logreg.",
+    "batch_size": "Pre-training as a classifier of all training classes: images per task; a step holds "
+                  "--meta_batch_size such mini-batches.",
     "max_ways": "Export: the most classes one request may hold (learners that serve any number).",
     "max_shots": "Export: the most support examples of one class a request may hold.",
     "split": "Omniglot's class split: sample (default; the two sample archives), vinyals or lake (full release).",

@@ -22,7 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfmeta import learners, models  # noqa: E402
 from tfmeta.data.episode import Episode  # noqa: E402
-from tfmeta.data.pipeline import episode_dataset  # noqa: E402
+from tfmeta.data.pipeline import class_batch_dataset, episode_dataset  # noqa: E402
 from tfmeta.data.sources import ClassDataset  # noqa: E402
 from tfmeta.training.config import MetaTrainConfig  # noqa: E402
 from tfmeta.training.loop import MetaTrainer  # noqa: E402
@@ -48,8 +48,13 @@ def trainer(variant, strategy, workdir):
     if variant == "relation":  # feature maps (2x2x8) and a small relation module, both with BatchNorm
         network, kwargs = lambda: models.conv4_relation(input_shape=(16, 16, 1), filters=8), dict(filters=8)
     build = lambda: learners.build(variant, network(), **kwargs)
-    stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3, start_step=start,
-                                                input_context=ctx)
+    if learners.entry(variant).training_data == learners.registry.CLASS_BATCHES:  # pre-trained on all 8 classes
+        kwargs["num_classes"] = data.num_classes
+        stream = lambda start, ctx: class_batch_dataset(data, WAYS * QUERIES, META_BATCH, seed=3, start_step=start,
+                                                        input_context=ctx)
+    else:
+        stream = lambda start, ctx: episode_dataset(data, WAYS, SHOTS, QUERIES, META_BATCH, seed=3,
+                                                    start_step=start, input_context=ctx)
     return MetaTrainer(config, build, stream, strategy=strategy, verbose=False), stream
 
 

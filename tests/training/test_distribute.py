@@ -22,15 +22,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("mirrored_check.py")
 
 
-VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "matching", "relation"]
+VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "matching", "relation", "finetune"]
 
 
 @pytest.fixture(scope="module")
 def mirrored_results(tmp_path_factory):
     """Second-order MAML, first-order MAML, MAML++ (per-step BatchNorm statistics), Reptile,
-    Prototypical and Matching Networks (Conv-4, 8 filters, 16x16, BatchNorm) and Relation Networks
-    (their embedding, 8 filters, and a relation module with BatchNorm), on 2 replicas (2 tasks each) and
-    on one device (4 tasks)."""
+    Prototypical and Matching Networks (Conv-4, 8 filters, 16x16, BatchNorm), Relation Networks
+    (their embedding, 8 filters, and a relation module with BatchNorm) and the fine-tuning baseline
+    (pre-training batches of all 8 classes), on 2 replicas (2 tasks each) and on one device (4 tasks)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     # The script's own folder comes first on its sys.path: put this checkout's tfmeta before any installed one.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)

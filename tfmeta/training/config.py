@@ -99,6 +99,11 @@ class MetaTrainConfig:
         head: fine-tuning baselines: the head fitted on the support set at test
             time, `"linear"` (Baseline), `"cosine"` (Baseline++) or `"logreg"`
             (logistic regression on L2-normalised features, Tian et al.).
+        batch_size: learners pre-trained as classifiers of all training classes
+            (`"finetune"`): images per pre-training task; each step holds
+            `meta_batch_size` such mini-batches (replicas split them), one
+            mini-batch of `meta_batch_size * batch_size` images. Chen et al.
+            (2019) pre-train on batches of 16. Unused by episodic learners.
         max_ways, max_shots: the largest number of classes, and of examples per
             class, one request to an export of a learner that serves any number
             of classes may hold (written in the model card; above them, a
@@ -156,6 +161,7 @@ class MetaTrainConfig:
     distance: str = "euclidean"
     fce: bool = False
     head: str = "logreg"
+    batch_size: int = 16
     max_ways: int = 100
     max_shots: int = 100
     split: str | None = None
@@ -170,12 +176,12 @@ class MetaTrainConfig:
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
-                     "msl_anneal_steps", "num_iterations", "eval_every", "eval_episodes", "seed"):
+                     "msl_anneal_steps", "num_iterations", "eval_every", "eval_episodes", "seed", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
         for name in ("shots", "queries", "meta_batch_size", "msl_anneal_steps", "num_iterations", "eval_every",
-                     "eval_episodes"):
+                     "eval_episodes", "batch_size"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")

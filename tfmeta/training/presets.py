@@ -107,8 +107,7 @@ def preset(name: str, **overrides) -> MetaTrainConfig:
     """
     if name not in PRESETS:
         raise ValueError(f"Unknown preset; expected one of {', '.join(PRESETS)}. Received: name={name!r}")
-    variant = "protonet" if PRESETS[name].trainer == "protonet" else MetaTrainConfig.variant
-    base = {"variant": variant, **PRESETS[name].config, "preset": name}
+    base = {"variant": PRESETS[name].trainer, **PRESETS[name].config, "preset": name}
     return dataclasses.replace(MetaTrainConfig(), **{**base, **overrides})
 
 
@@ -120,6 +119,12 @@ def preset(name: str, **overrides) -> MetaTrainConfig:
 TRAINER_DEFAULTS = {
     "protonet": dict(dataset="omniglot", ways=5, shots=1, queries=15, train_ways=60, train_queries=5,
                      meta_batch_size=1, meta_lr=1e-3, num_iterations=10000, eval_every=1000),
+    # Fine-tuning baselines, Chen et al. (2019) (wyharveychen/CloserLookFewShot, train.py): the backbone
+    # pre-trained as a classifier of all training classes with Adam (PyTorch's default lr 1e-3) on
+    # mini-batches of 16 images, 5 epochs on Omniglot; test episodes of `--ways` classes, 15 queries.
+    # 5 epochs of the sample's 644 training classes x 20 images are 4,025 steps of 16.
+    "finetune": dict(dataset="omniglot", ways=5, shots=1, queries=15, meta_batch_size=1, batch_size=16,
+                     meta_lr=1e-3, num_iterations=4000, eval_every=1000, head="linear"),
 }
 # Matching Networks, Vinyals et al. (2016), Omniglot: Conv-4 embedding (64 features on 28x28),
 # trained on episodes of the test shape (N-way k-shot). The paper gives no optimiser or query

@@ -62,11 +62,14 @@ def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
     """What the learner's inputs are, recorded in `config.json` (`tfmeta.workdir.restore` builds from it).
 
     Returns:
-        `{"input_shape": [...], "preprocessing": {...} or None}`.
+        `{"input_shape": [...], "preprocessing": {...} or None}`, and for
+        classification `"num_classes"`, the number of training classes (the
+        size of a pre-trained classifier's head).
     """
     if split is None:
         return {"input_shape": list(SINUSOID_INPUT_SHAPE), "preprocessing": None}
-    return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict()}
+    return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict(),
+            "num_classes": int(split.train.num_classes)}
 
 
 def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
@@ -75,6 +78,9 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
     With an `input_context` each element is one replica's share of the global
     meta-batch (`meta_batch_size / num_replicas` distinct tasks); the shares
     of step `s` together are exactly the single-device meta-batch of step `s`.
+    Learners pre-trained as classifiers (registry `training_data` `CLASS_BATCHES`,
+    e.g. `"finetune"`) get mini-batches of `config.batch_size` images of all
+    training classes with their global labels (`class_batch_dataset`) instead of episodes.
     """
     if config.is_regression:
         from tfmeta.data.regression import sinusoid_tasks
@@ -85,15 +91,21 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
 
         return make
     from tfmeta.data.augment import Augmentation, augment_episode
-    from tfmeta.data.pipeline import episode_dataset
+    from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
     from tfmeta.data.sharding import TaskShard
+    from tfmeta.learners import registry
 
     ways, shots, queries = config.train_episode
     augmentation = Augmentation(config.crop_padding, config.flip, float(config.color_jitter))
+    class_batches = registry.entry(config.variant).training_data == registry.CLASS_BATCHES
 
     def make(start_step, input_context=None):
-        episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
-                                   seed=config.seed, start_step=start_step, input_context=input_context)
+        if class_batches:
+            episodes = class_batch_dataset(split.train, config.batch_size, config.meta_batch_size, seed=config.seed,
+                                           start_step=start_step, input_context=input_context)
+        else:
+            episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
+                                       seed=config.seed, start_step=start_step, input_context=input_context)
         if augmentation.is_identity:
             return episodes
         shard = TaskShard.from_context(config.meta_batch_size, input_context)
@@ -139,10 +151,11 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 LEARNER_OPTIONS = {
     "protonet": lambda config: dict(distance=config.distance),
     "matching": lambda config: dict(fce=config.fce),
+    "finetune": lambda config: dict(head=config.head),
 }
 
 
-def learner_fn(config: MetaTrainConfig, input_shape):
+def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = None):
     """`() -> Learner`: the network, wrapped by the learner `config.variant` names.
 
     Regression: an MLP 40-40. Images: `config.backbone` (Conv-4 by default),
@@ -153,13 +166,28 @@ def learner_fn(config: MetaTrainConfig, input_shape):
     third of `num_iterations`, and (in `optimizer_fn`) the cosine-annealed meta
     learning rate.
 
+    Learners pre-trained as classifiers of all training classes (registry
+    `training_data` `CLASS_BATCHES`, `"finetune"`) also take `num_classes`.
+
     Args:
         config: the run's configuration.
         input_shape: the shape of one example (`data_spec(...)["input_shape"]`).
+        num_classes: the number of training classes (`data_spec(...)["num_classes"]`),
+            for the learners pre-trained as classifiers.
+
+    Raises:
+        ValueError: if such a learner is built without `num_classes`.
     """
     from tfmeta import learners, models
+    from tfmeta.learners import registry
 
     family = learners.entry(config.variant).family
+    pretrained = learners.entry(config.variant).training_data == registry.CLASS_BATCHES
+    if pretrained and num_classes is None:
+        raise ValueError(
+            f"{config.variant} is pre-trained as a classifier of all training classes: it needs their number "
+            "(the data spec's 'num_classes', recorded in config.json by runs of this version). Received: num_classes=None"
+        )
 
     def make():
         if config.is_regression:
@@ -169,6 +197,8 @@ def learner_fn(config: MetaTrainConfig, input_shape):
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
             options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}
+            if pretrained:
+                options["num_classes"] = int(num_classes)
             return learners.build(config.variant, network, **options)
         kwargs = dict(task="regression" if config.is_regression else "classification", inner_steps=config.inner_steps,
                       inner_lr=config.inner_lr, eval_inner_steps=config.eval_inner_steps)
@@ -225,7 +255,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
     spec = data_spec(config, split)
     trainer = MetaTrainer(
         config,
-        build_learner=learner_fn(config, spec["input_shape"]),
+        build_learner=learner_fn(config, spec["input_shape"], spec.get("num_classes")),
         train_dataset=train_dataset_fn(config, split),
         eval_dataset=eval_dataset_fn(config, split),
         build_optimizer=optimizer_fn(config),
