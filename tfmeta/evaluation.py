@@ -104,6 +104,27 @@ class Evaluator:
             ValueError: if `num_episodes < 1`, `steps` is bad (or given to a
                 learner that adapts in one pass), or the dataset runs out first.
         """
+        results = {name: confidence_interval(values)
+                   for name, values in self.episode_metrics(dataset, num_episodes, steps).items()}
+        results[NUM_EPISODES_KEY] = num_episodes
+        return results
+
+    def episode_metrics(self, dataset, num_episodes: int = 600, steps=None) -> dict:
+        """Each metric of each of the first `num_episodes` tasks of `dataset` (for paired comparisons).
+
+        Args and Raises: as `evaluate`.
+
+        Returns:
+            `{metric: (num_episodes,) float64 array}`, in the dataset's task order.
+
+        Example:
+
+        ```python
+        a = Evaluator(protonet).episode_metrics(test_tasks(), 600)["accuracy"]
+        b = Evaluator(ensemble).episode_metrics(test_tasks(), 600)["accuracy"]
+        confidence_interval(b - a)           # the ensemble's gain on the same tasks, ± 95% CI
+        ```
+        """
         if not isinstance(num_episodes, int) or isinstance(num_episodes, bool) or num_episodes < 1:
             raise ValueError(f"`num_episodes` must be a positive integer. Received: num_episodes={num_episodes!r}")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
@@ -122,9 +143,7 @@ class Evaluator:
                 break
         if seen < num_episodes:
             raise ValueError(f"The dataset ran out after {seen} episodes. Received: num_episodes={num_episodes}")
-        results = {name: confidence_interval(np.concatenate(chunks)[:num_episodes]) for name, chunks in values.items()}
-        results[NUM_EPISODES_KEY] = num_episodes
-        return results
+        return {name: np.concatenate(chunks)[:num_episodes].astype(np.float64) for name, chunks in values.items()}
 
 
 def evaluate(learner: Learner, dataset, num_episodes: int = 600, steps=None, training: bool | None = None) -> dict:

@@ -35,14 +35,16 @@ class Restored:
     checkpoint_path: str
 
 
-def restore(workdir, data_dir=None) -> Restored:
-    """Builds a run's learner and loads its latest checkpoint, without reading its data.
+def restore(workdir, data_dir=None, which: str | None = None) -> Restored:
+    """Builds a run's learner and loads a checkpoint, without reading its data.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
         data_dir: for runs from before the data spec was recorded in
             `config.json`: where their data is, to read the input shape from it
             (None: the data_dir in `config.json`).
+        which: the checkpoint, `"last"`, `"best"` (the best validation metric),
+            or None: the run's `select` (what its final test and export used).
 
     Returns:
         A `Restored`.
@@ -60,9 +62,15 @@ def restore(workdir, data_dir=None) -> Restored:
     from tfmeta.training import runner  # noqa: PLC0415
 
     config = dataclasses.replace(checkpoints.load_config(workdir), workdir=str(workdir))
-    path = checkpoints.latest_checkpoint(workdir)
+    which = config.select if which is None else which
+    if which not in ("last", "best"):
+        raise ValueError(f"`which` must be 'last' or 'best'. Received: which={which!r}")
+    if which == "best":
+        path = tf.train.latest_checkpoint(str(pathlib.Path(workdir) / checkpoints.BEST_DIR))
+    else:
+        path = checkpoints.latest_checkpoint(workdir)
     if path is None:
-        raise FileNotFoundError(f"No checkpoint in the workdir. Received: workdir={str(workdir)!r}")
+        raise FileNotFoundError(f"No {which} checkpoint in the workdir. Received: workdir={str(workdir)!r}")
     spec = checkpoints.load_data_spec(workdir)
     if spec is None:  # A run from before config.json recorded its inputs: read them from the data.
         if data_dir is not None:
@@ -72,7 +80,7 @@ def restore(workdir, data_dir=None) -> Restored:
 
     keras.utils.set_random_seed(config.seed)
     with distribute.mixed_precision_scope(config.mixed_precision):
-        learner = runner.learner_fn(config, spec["input_shape"])()
+        learner = runner.learner_fn(config, spec["input_shape"], spec.get("num_classes"))()
     model_ids = {id(v) for v in learner.model.variables}
     checkpoint = tf.train.Checkpoint(model=learner.model,
                                      algorithm_variables=[v for v in learner.variables if id(v) not in model_ids],
@@ -83,7 +91,7 @@ def restore(workdir, data_dir=None) -> Restored:
 
 def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
                      shots=None, queries=None) -> dict:
-    """Tests the latest checkpoint of a run directory on unseen tasks.
+    """Tests a run directory's checkpoint (the one its `select` chose) on unseen tasks.
 
     Args:
         workdir: a run directory (`config.json`, `checkpoints/`).
@@ -110,20 +118,29 @@ def evaluate_workdir(workdir, eval_episodes: int = 600, data_dir=None, verbose: 
     from tfmeta.training import runner  # noqa: PLC0415
 
     restored = restore(workdir, data_dir=data_dir)
-    overrides = {"eval_episodes": eval_episodes}
-    for name, value in (("data_dir", data_dir), ("shots", shots), ("queries", queries), ("ways", ways)):
-        if value is not None:
-            overrides[name] = value
-    if ways is not None and ways != restored.config.ways and not restored.learner.any_ways:
-        raise ValueError(f"{restored.config.variant}'s head has {restored.config.ways} outputs: it is tested on "
-                         f"{restored.config.ways}-way tasks only. Received: ways={ways}")
-    if ways is not None and restored.config.train_ways is None:
-        overrides["train_ways"] = restored.config.ways  # the run's training episodes are unchanged
-    config = dataclasses.replace(restored.config, **overrides)
+    config = _test_config(restored.config, restored.learner, eval_episodes, data_dir, ways, shots, queries)
     if verbose:
         print(f"Evaluating {config.variant} on {config.dataset} at step {restored.step} ({restored.checkpoint_path})",
               flush=True)
     return runner.evaluate_on_test(restored.learner, config, runner.load_data(config), verbose=verbose)
+
+
+def _test_config(config: MetaTrainConfig, learner, eval_episodes, data_dir, ways, shots, queries) -> MetaTrainConfig:
+    """A run's config with the test settings of `evaluate_workdir` / `evaluate_ensemble`.
+
+    Raises:
+        ValueError: if `ways` differs from a fixed-head learner's.
+    """
+    overrides = {"eval_episodes": eval_episodes}
+    for name, value in (("data_dir", data_dir), ("shots", shots), ("queries", queries), ("ways", ways)):
+        if value is not None:
+            overrides[name] = value
+    if ways is not None and ways != config.ways and not learner.any_ways:
+        raise ValueError(f"{config.variant}'s head has {config.ways} outputs: it is tested on "
+                         f"{config.ways}-way tasks only. Received: ways={ways}")
+    if ways is not None and config.train_ways is None:
+        overrides["train_ways"] = config.ways  # the run's training episodes are unchanged
+    return dataclasses.replace(config, **overrides)
 
 
 def adapt_workdir(workdir, support_dir, export_root="saved_models", name="adapted_classifier", model_card=None,
@@ -176,3 +193,94 @@ def adapt_workdir(workdir, support_dir, export_root="saved_models", name="adapte
     }
     return export_adapted_classifier(learner, task_state, support.class_names, export_root, name, model_card=card,
                                      preprocessing=restored.data_spec["preprocessing"])
+
+
+def evaluate_ensemble(workdirs, eval_episodes: int = 600, data_dir=None, verbose: bool = True, ways=None,
+                      shots=None, queries=None) -> dict:
+    """Tests several runs and their ensemble (`tfmeta.learners.Ensemble`) on the same unseen tasks.
+
+    The test tasks are those `evaluate_workdir` draws for the first run (its
+    dataset, class split, ways, shots, queries and seed, or the given episode
+    shape). Each run is tested with
+    its own adaptation (learners that adapt in steps take their
+    `eval_inner_steps`), then the ensemble, the mean of their class
+    probabilities; the ensemble's gain over its best member is measured on the
+    same tasks (paired: the mean of the per-task differences, ± 95% CI).
+
+    Args:
+        workdirs: two or more run directories of classification runs on inputs
+            of the same shape and preprocessing.
+        eval_episodes: number of unseen test tasks.
+        data_dir: overrides the first run's `data_dir` (and locates the data of
+            runs from before the data spec was recorded).
+        verbose: print one line per member, one for the ensemble, one for its gain.
+        ways, shots, queries: test episodes of another shape than the first
+            run's (None: the first run's); another number of classes needs members
+            that serve any number.
+
+    Returns:
+        `{"members": [evaluate(...) dict per run], "ensemble": evaluate(...) dict,
+        "best_member": index, "gain_over_best": {metric: (mean, ci95)}}`.
+
+    Raises:
+        FileNotFoundError: if a workdir has no config or checkpoint.
+        ValueError: if a run is not a classification run, the runs' inputs differ,
+            or a fixed-size member does not serve the test tasks' number of classes.
+
+    Example:
+
+    ```python
+    results = evaluate_ensemble(["runs/protonet_s0", "runs/protonet_s1"], eval_episodes=600)
+    results["ensemble"]["accuracy"], results["gain_over_best"]["accuracy"]
+    ```
+    """
+    from tfmeta import evaluation  # noqa: PLC0415
+    from tfmeta.learners import Ensemble  # noqa: PLC0415
+    from tfmeta.training import runner  # noqa: PLC0415
+
+    workdirs = [str(w) for w in workdirs]
+    if len(workdirs) < 2:
+        raise ValueError(f"An ensemble needs at least two workdirs. Received: workdirs={workdirs!r}")
+    runs = [restore(workdir, data_dir=data_dir) for workdir in workdirs]
+    for workdir, run in zip(workdirs, runs):
+        if run.config.is_regression:
+            raise ValueError(f"An ensemble averages class probabilities: every run must classify. "
+                             f"Received: {workdir} with dataset={run.config.dataset!r}")
+        inputs = (run.data_spec["input_shape"], run.data_spec["preprocessing"])
+        first = (runs[0].data_spec["input_shape"], runs[0].data_spec["preprocessing"])
+        if inputs != first:
+            raise ValueError(
+                f"The runs must read their inputs alike (input shape and preprocessing). Received: {workdirs[0]} "
+                f"reads {first}, {workdir} reads {inputs}"
+            )
+    ensemble = Ensemble([run.learner for run in runs])
+    config = _test_config(runs[0].config, ensemble, eval_episodes, data_dir, ways, shots, queries)
+    if ensemble.ways is not None and ensemble.ways != config.ways:
+        raise ValueError(f"The ensemble serves {ensemble.ways}-way tasks; the test tasks of {workdirs[0]} are "
+                         f"{config.ways}-way. Received: ways={config.ways}")
+    split = runner.load_data(config)
+    dataset = runner.eval_dataset_fn(config, split, start_step=runner.TEST_START_STEP, classes=split.test)
+    if verbose:
+        print(f"Testing {len(runs)} runs and their ensemble on the same {eval_episodes} {config.ways}-way "
+              f"{config.shots}-shot tasks of unseen classes ({config.dataset}, test tasks of {workdirs[0]})", flush=True)
+    per_episode = [evaluation.Evaluator(learner).episode_metrics(dataset(), eval_episodes)
+                   for learner in [run.learner for run in runs] + [ensemble]]
+
+    def summary(values):
+        results = {name: evaluation.confidence_interval(v) for name, v in values.items()}
+        results[evaluation.NUM_EPISODES_KEY] = eval_episodes
+        return results
+
+    members, together = [summary(v) for v in per_episode[:-1]], summary(per_episode[-1])
+    best = int(np.argmax([r["accuracy"][0] for r in members]))
+    gain = {name: evaluation.confidence_interval(per_episode[-1][name] - per_episode[best][name])
+            for name in per_episode[-1]}
+    if verbose:
+        width = max(len(w) for w in workdirs)
+        for workdir, run, results in zip(workdirs, runs, members):
+            print(f"member {workdir:<{width}} ({run.config.variant}, step {run.step}): "
+                  f"{evaluation.format_results(results)}", flush=True)
+        print(f"ensemble (mean probability of {len(runs)}): {evaluation.format_results(together)}", flush=True)
+        print(f"ensemble - best member ({workdirs[best]}), same tasks: "
+              + " | ".join(f"{name} {mean:+.4f} ± {ci:.4f}" for name, (mean, ci) in gain.items()), flush=True)
+    return {"members": members, "ensemble": together, "best_member": best, "gain_over_best": gain}

@@ -30,7 +30,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.configure_threads()
-    run(common.config_from_flags(classification_defaults=CLASSIFICATION_DEFAULTS, variant="cnp"))
+    run(common.config_from_flags(trainer="cnp", classification_defaults=CLASSIFICATION_DEFAULTS, variant="cnp"))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from tfmeta.training.config import (
 )
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks on errors and TensorFlow's log lines.")
+flags.DEFINE_string("preset", None, "Start from a published configuration (`tfmeta.training.presets.PRESETS`, e.g. "
+                    "maml_omniglot_5w1s, protonet_omniglot_20w1s); flags given explicitly override its values.")
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
 _HELP = {
@@ -61,13 +63,16 @@ _HELP = {
                 "--meta_batch_size is global: each replica gets meta_batch_size/replicas tasks.",
     "devices": "Devices of --strategy=mirrored, comma-separated (e.g. GPU:0,GPU:1); default all local GPUs.",
     "mixed_precision": "none | mixed_float16 (loss-scaled) | mixed_bfloat16: 16-bit compute, float32 variables.",
-    "backbone": "Network of image tasks: conv4, conv4_32, resnet12 or package.module:factory.",
+    "backbone": "Network of image tasks: conv4, conv4_32, resnet12, conv4_relation (feature maps, Relation "
+                "Networks) or package.module:factory.",
     "train_ways": "Classes per training episode (default: --ways).",
     "train_shots": "Support examples per class in training episodes (default: --shots).",
     "train_queries": "Query examples per class in training episodes (default: --queries).",
     "distance": "Prototypical Networks: euclidean (squared) or cosine.",
     "fce": "Matching Networks: full context embeddings (bidirectional LSTM, attention LSTM).",
     "head": "Fine-tuning baselines: the head fitted on the support set: linear, cosine (Baseline++) or logreg.",
+    "batch_size": "Pre-training as a classifier of all training classes: images per task; a step holds "
+                  "--meta_batch_size such mini-batches.",
     "max_ways": "Export: the most classes one request may hold (learners that serve any number).",
     "max_shots": "Export: the most support examples of one class a request may hold.",
     "split": "Omniglot's class split: sample (default; the two sample archives), vinyals or lake (full release).",
@@ -154,22 +159,44 @@ def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
     _defaults.update({name: defaults[name] for name in _DEFAULTS})
 
 
-def config_from_flags(classification_defaults=None, **fixed) -> MetaTrainConfig:
-    """The `MetaTrainConfig` the command line describes (with `fixed` fields forced): the
-    trainer's flags, its defaults for the fields it does not expose.
+def config_from_flags(trainer: str = "maml", classification_defaults=None, **fixed) -> MetaTrainConfig:
+    """The `MetaTrainConfig` the command line describes.
 
     Args:
+        trainer: the running trainer's name (`--preset` must be one of its presets).
         classification_defaults: optional `{field: value}`: for a trainer whose
             defaults are a regression run's, the defaults of its classification
-            runs (`--dataset` not a regression task family), for the flags not
-            given on the command line.
-        **fixed: fields forced to a value.
+            runs (`--dataset` not a regression task family), for the fields
+            neither given on the command line nor set by `--preset`.
+        **fixed: fields this trainer forces (e.g. `variant="protonet"`).
+
+    Returns:
+        The trainer's defaults (and `classification_defaults` where they apply),
+        overridden by `--preset`'s values, overridden by the flags given on the
+        command line, with `fixed` applied.
+
+    Raises:
+        ValueError: on an unknown `--preset`, or one of another trainer.
     """
+    from tfmeta.training.presets import PRESETS  # noqa: PLC0415
+
     values = dict(_defaults)
     values.update({name: flags.FLAGS[name].value for name in _defined})
+    given = {field for field in _defined if flags.FLAGS[field].present}
+    preset_config = {}
+    name = flags.FLAGS.preset
+    if name is not None:
+        if name not in PRESETS:
+            raise ValueError(f"Unknown --preset; expected one of {', '.join(PRESETS)}. Received: --preset={name}")
+        if PRESETS[name].trainer != trainer:
+            raise ValueError(f"--preset={name} runs with `python -m trainers.{PRESETS[name].trainer}`; "
+                             f"received it in trainers.{trainer}")
+        preset_config = PRESETS[name].config
+        values.update({field: value for field, value in preset_config.items() if field not in given})
+        values["preset"] = name
     if classification_defaults and values["dataset"] not in REGRESSION_DATASETS:
-        values.update({name: value for name, value in classification_defaults.items()
-                       if name not in _defined or not flags.FLAGS[name].present})
+        values.update({field: value for field, value in classification_defaults.items()
+                       if field not in given and field not in preset_config})
     values.update(fixed)
     return MetaTrainConfig(**values)
 

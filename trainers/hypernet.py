@@ -25,7 +25,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.configure_threads()
-    run(common.config_from_flags(classification_defaults=CLASSIFICATION_DEFAULTS, variant="hypernet"))
+    run(common.config_from_flags(trainer="hypernet", classification_defaults=CLASSIFICATION_DEFAULTS,
+                                 variant="hypernet"))
 
 
 if __name__ == "__main__":

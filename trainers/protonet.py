@@ -23,7 +23,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     common.configure_threads()
-    run(common.config_from_flags(variant="protonet"))
+    run(common.config_from_flags(trainer="protonet", variant="protonet"))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def main(argv):
     if flags.FLAGS["variant"].present and flags.FLAGS.variant != "reptile":
         raise app.UsageError(f"trainers.reptile trains Reptile only. Received: variant={flags.FLAGS.variant!r}")
     common.configure_threads()
-    run(common.config_from_flags(variant="reptile"))
+    run(common.config_from_flags(trainer="reptile", variant="reptile"))
 
 
 if __name__ == "__main__":

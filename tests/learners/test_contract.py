@@ -8,6 +8,13 @@ queries well with the true support labels and (b) follow the support labels
 when they are rotated (class c labelled c+1): a learner that reads the
 support set then predicts c+1 for the queries of class c. The check is shown
 to fail for a learner without adaptation (`test_the_check_fails_...`).
+
+Learners pre-trained as classifiers (registry `training_data` `CLASS_BATCHES`:
+the fine-tuning baselines) do not meta-train on episodes: their short training
+runs on mini-batches of the pool's classes with their global labels (the same
+classes and examples as the episodes draw), then the same test applies: the
+pre-trained classifier's labels mean nothing in the permuted tasks, so only the
+head fitted on each support set can score.
 """
 
 import keras
@@ -17,6 +24,7 @@ import tensorflow as tf
 
 from tfmeta import learners
 from tfmeta.data.episode import Episode
+from tfmeta.learners import registry
 from tfmeta.models import mlp
 
 WAYS, SHOTS, QUERIES, DIM, POOL = 3, 2, 5, 8, 24
@@ -41,13 +49,35 @@ def _tasks(batch: int, seed: int) -> Episode:
     return Episode(f(sx), i(sy), f(qx), i(qy))
 
 
+def _class_batches(batch: int, seed: int) -> Episode:
+    """`batch` pre-training tasks: examples of the pool's classes with their global labels, empty support sets."""
+    means = np.random.default_rng(0).normal(size=(POOL, DIM)) * 1.5  # the pool of `_tasks`
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, POOL, size=(batch, WAYS * QUERIES))
+    x = means[labels] + 0.5 * rng.normal(size=labels.shape + (DIM,))
+    return Episode(tf.zeros((batch, 0, DIM)), tf.zeros((batch, 0), tf.int32), tf.constant(x, tf.float32),
+                   tf.constant(labels, tf.int32))
+
+
+def pretrained(learner_or_name) -> bool:
+    """Whether a registered learner trains on class batches instead of episodes."""
+    name = learner_or_name if isinstance(learner_or_name, str) else learner_or_name.name
+    return name in learners.names() and learners.entry(name).training_data == registry.CLASS_BATCHES
+
+
+def training_batch(learner: learners.Learner, batch: int, seed: int) -> Episode:
+    """What `learner` trains on: episodes, or class batches for pre-trained learners."""
+    return _class_batches(batch, seed) if pretrained(learner) else _tasks(batch, seed)
+
+
 def build(name: str, seed: int = 0) -> learners.Learner:
     """The learner on an MLP: a `WAYS`-wide head for the gradient family, a 16-wide embedding otherwise."""
     keras.utils.set_random_seed(seed)
     if learners.entry(name).family == "gradient":
         return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=WAYS, seed=seed),
                               **KWARGS.get(name, DEFAULT_KWARGS))
-    return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=16, seed=seed), **KWARGS.get(name, {}))
+    kwargs = dict(KWARGS.get(name, {}), **({"num_classes": POOL} if pretrained(name) else {}))
+    return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=16, seed=seed), **kwargs)
 
 
 def meta_train(learner: learners.Learner, steps: int = 60, learning_rate: float = 3e-3) -> None:
@@ -62,7 +92,7 @@ def meta_train(learner: learners.Learner, steps: int = 60, learning_rate: float 
         return metrics["loss"]
 
     for i in range(steps):
-        step(_tasks(8, seed=1000 + i))
+        step(training_batch(learner, 8, seed=1000 + i))
 
 
 def accuracy(learner, episodes: Episode, steps=None) -> float:
@@ -107,7 +137,7 @@ def test_adapt_leaves_the_variables_alone_and_state_keeps_its_shapes(name):
     learner = build(name, seed=3)
     episodes = _tasks(4, seed=2)
     before = [v.numpy().copy() for v in learner.variables]
-    grads, metrics, state = learner.meta_gradients(episodes, step=tf.constant(0, tf.int64))
+    grads, metrics, state = learner.meta_gradients(training_batch(learner, 4, seed=2), step=tf.constant(0, tf.int64))
     task_state = learner.adapt(episodes.support_x[0], episodes.support_y[0])
     learner.predict(task_state, episodes.query_x[0])
     for v, b in zip(learner.variables, before):

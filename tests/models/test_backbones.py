@@ -13,13 +13,14 @@ from tfmeta.models import BACKBONES, BatchNorm, build_backbone, conv4
 
 def _conv4_as_before(ways, input_shape, filters, seed):
     """Conv-4 written out layer by layer as `conv4` built it before `ways=None`
-    existed: what every existing call must keep getting."""
+    existed: what every existing call must keep getting (with the moving
+    statistics' momentum 0.9 since the metric family, which evaluates on them)."""
     init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)
     layers = [keras.Input(input_shape)]
     for b in range(4):
         layers += [
             keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=init(b), name=f"conv{b}"),
-            BatchNorm(name=f"bn{b}"),
+            BatchNorm(momentum=0.9, name=f"bn{b}"),
             keras.layers.ReLU(name=f"relu{b}"),
             keras.layers.MaxPooling2D(2, name=f"pool{b}"),
         ]
@@ -71,7 +72,23 @@ def test_builtin_backbones(name, width):
     for a, b in zip(learner.variables[:-2], embedding.variables, strict=True):  # the seed reached the builder
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert learner.layers[-2].output.shape[-1] == width  # the width, not only the head size
-    assert set(BACKBONES) == {"conv4", "conv4_32", "resnet12"}
+    assert set(BACKBONES) == {"conv4", "conv4_32", "resnet12", "conv4_relation"}
+
+
+def test_conv4_relation_backbone_outputs_feature_maps():
+    """Sung et al. (2018): unpadded convolutions and pooling in blocks 1-2, padded ones without pooling in 3-4."""
+    x = tf.zeros([2, 28, 28, 1])
+    embedding = build_backbone("conv4_relation", seed=0)
+    assert embedding(x).shape == (2, 5, 5, 64)  # 28 -> 26 -> 13 -> 11 -> 5 -> 5 -> 5
+    convs = [l for l in embedding.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.padding for c in convs] == ["valid", "valid", "same", "same"]
+    assert [l.name for l in embedding.layers if isinstance(l, keras.layers.MaxPooling2D)] == ["pool0", "pool1"]
+    assert all(isinstance(embedding.get_layer(f"bn{b}"), BatchNorm) and embedding.get_layer(f"bn{b}").momentum == 0.9
+               for b in range(4))
+    learner = build_backbone("conv4_relation", ways=5, seed=0)
+    assert learner(x).shape == (2, 5)
+    for a, b in zip(learner.variables[:-2], embedding.variables, strict=True):  # the seed reached the builder
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_float64_backbone():

@@ -138,3 +138,39 @@ def test_protonet_trainer_resumes_exactly_and_exports_for_any_ways(tmp_path):
     assert full_values.keys() == resumed_values.keys() and len(full_values) > 50
     for name, value in full_values.items():
         np.testing.assert_array_equal(value, resumed_values[name], err_msg=name)
+
+
+def test_preset_flag_starts_from_the_papers_settings_and_flags_override_it(tmp_path):
+    workdir, exports = tmp_path / "run", tmp_path / "exports"
+    done = run_module("trainers.maml", "--preset=sinusoid", "--num_iterations=2", "--eval_every=2",
+                      "--eval_episodes=4", f"--workdir={workdir}", f"--export_dir={exports}", "--export_name=sine")
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    # From the preset (the defaults are 5 / 10 / 10 / 1000); --num_iterations given: overridden.
+    assert (config["preset"], config["meta_batch_size"], config["shots"], config["queries"]) == ("sinusoid", 25, 5, 5)
+    assert config["num_iterations"] == 2
+    card = json.loads((exports / "sine" / "1" / "assets" / "tfmeta.json").read_text())
+    assert card["preset"]["name"] == "sinusoid" and "Finn et al. 2017" in card["preset"]["paper"]
+
+    other = run_module("trainers.protonet", "--preset=maml_omniglot_5w1s", f"--workdir={tmp_path / 'p'}")
+    assert other.returncode == 1
+    assert "--preset=maml_omniglot_5w1s runs with `python -m trainers.maml`" in other.stderr
+    unknown = run_module("trainers.maml", "--preset=omniglot_1w", f"--workdir={tmp_path / 'u'}")
+    assert unknown.returncode == 1 and "Received: --preset=omniglot_1w" in unknown.stderr
+
+
+def test_finetune_trainer(tmp_path):
+    """Pre-training through the loop on a folder of images, the test on unseen classes, the export's card."""
+    data = _image_folder(tmp_path / "data", classes=15, images=4, size=16)  # 12 pre-train, 3 test classes
+    workdir, exports = tmp_path / "run", tmp_path / "exports"
+    done = run_module("trainers.finetune", "--dataset=folder", f"--data_dir={data}", "--ways=3",
+                      "--shots=1", "--queries=2", "--batch_size=8", "--num_iterations=4", "--eval_every=2",
+                      "--eval_episodes=6", "--head=cosine", f"--workdir={workdir}", f"--export_dir={exports}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test: loss" in done.stdout and "accuracy" in done.stdout and "(6 episodes)" in done.stdout
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["variant"], config["head"], config["batch_size"]) == ("finetune", "cosine", 8)
+    assert config["data"]["num_classes"] == 12  # the pre-training head's size, for restoring without the data
+    assert (workdir / "checkpoints" / "ckpt-4.index").is_file()
+    card = json.loads((exports / "finetune_folder_3way_1shot" / "1" / "assets" / "tfmeta.json").read_text())
+    assert card["any_ways"] and card["algorithm"]["head"] == "cosine" and card["algorithm"]["num_classes"] == 12

@@ -79,7 +79,16 @@ def test_differences_ignore_resumable_fields():
 
 
 def test_presets():
-    assert set(PRESETS) == {"sinusoid", "omniglot_5w1s", "omniglot_20w1s"}
+    assert {"sinusoid", "omniglot_5w1s", "maml_omniglot_20w1s", "protonet_omniglot_5w1s"} <= set(PRESETS)
+    for name, published in PRESETS.items():  # every preset is a valid config of its trainer
+        config = preset(name, data_dir="/data")
+        assert config.preset == name and published.paper
+        assert config.variant == ("protonet" if published.trainer == "protonet" else config.variant)
+    proto = preset("protonet_omniglot_5w1s")
+    assert (proto.variant, proto.train_ways, proto.train_queries, proto.queries, proto.split) == (
+        "protonet", 60, 5, 15, "vinyals")
+    with pytest.raises(ValueError, match="Received: preset='nope'"):
+        MetaTrainConfig(preset="nope")
     five = preset("omniglot_5w1s", data_dir="/data")
     assert (five.ways, five.shots, five.inner_lr, five.meta_batch_size) == (5, 1, 0.4, 32)
     twenty = preset("omniglot_20w1s", data_dir="/data")

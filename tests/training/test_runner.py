@@ -179,3 +179,18 @@ def test_augmentation_touches_the_training_stream_only_and_any_replica_count_dra
     # Validation and test streams are never augmented.
     validation = lambda config: next(iter(runner.eval_dataset_fn(config, split)()))
     np.testing.assert_array_equal(validation(plain).support_x, validation(augmented).support_x)
+
+
+def test_select_best_tests_and_exports_the_best_checkpoint_and_restore_follows(tmp_path):
+    import json
+
+    from tfmeta import workdir
+
+    result = run(quick(tmp_path / "run", num_iterations=30, eval_every=10, eval_episodes=25, select="best",
+                       export_dir=str(tmp_path / "exports")), verbose=False)
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "best.json").read_text())
+    assert best["metric"] == "val/mse_after" and best["step"] in (10, 20, 30)
+    assert [r["val/mse_after"] for r in result.history if r["step"] == best["step"]] == [best["value"]]
+    assert read_model_card(result.export_path)["checkpoint_step"] == best["step"]
+    assert workdir.restore(tmp_path / "run").step == best["step"]  # the run's selection
+    assert workdir.restore(tmp_path / "run", which="last").step == 30

@@ -3,15 +3,16 @@
 from tfmeta.data.augment import AUGMENTATIONS, Augmentation, augment_episode
 from tfmeta.data.episode import Episode, TaskEpisode, as_episode
 from tfmeta.data.gp import GPEpisode, gp_log_likelihood, gp_posterior, gp_tasks, gp_test_tasks
-from tfmeta.data.pipeline import episode_dataset
+from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
 from tfmeta.data.regression import sinusoid_tasks
-from tfmeta.data.sampling import EpisodeSampler
+from tfmeta.data.sampling import ClassBatchSampler, EpisodeSampler
 from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset, read_image_files
 
 __all__ = [
     "AUGMENTATIONS",
     "Augmentation",
+    "ClassBatchSampler",
     "ClassDataset",
     "Episode",
     "EpisodeSampler",
@@ -20,6 +21,7 @@ __all__ = [
     "TaskShard",
     "as_episode",
     "augment_episode",
+    "class_batch_dataset",
     "episode_dataset",
     "gp_log_likelihood",
     "gp_posterior",

@@ -1,5 +1,9 @@
 """The episodic tf.data pipeline: meta-batches of `Episode`s from a `ClassDataset`.
 
+(`class_batch_dataset` is its twin for classifier pre-training: the same
+`Episode`s with an empty support set and mini-batches of images with their
+global labels as query sets.)
+
 Element `i` of the dataset is step `start_step + i` (see Sharding below for replicas). One
 `tf.numpy_function` call asks the `EpisodeSampler` for the image indices of all its
 tasks and gathers them from the dataset's single contiguous image array
@@ -32,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmeta.data.episode import Episode
-from tfmeta.data.sampling import EpisodeSampler
+from tfmeta.data.sampling import ClassBatchSampler, EpisodeSampler
 from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset
 
@@ -133,6 +137,84 @@ def episode_dataset(
         support_x = tf.ensure_shape(support_x, (batch, ways * shots, *image_shape))
         query_x = tf.ensure_shape(query_x, (batch, ways * queries, *image_shape))
         return Episode(support_x, support_y, query_x, query_y)
+
+    elements = tf.data.Dataset.counter(dtype=tf.int64)
+    if num_steps is not None:
+        elements = elements.take(num_steps * shard.replicas)
+    dataset = elements.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def class_batch_dataset(
+    source: ClassDataset,
+    batch_size: int,
+    meta_batch_size: int = 1,
+    seed: int = 0,
+    start_step: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+    num_steps: int | None = None,
+) -> tf.data.Dataset:
+    """Classifier pre-training batches as `Episode`s: all classes, global labels, no support set.
+
+    What the fine-tuning baselines (`tfmeta.learners.FineTuneBaseline`) train
+    on, through the same loop as episodic learners: each step holds
+    `meta_batch_size` "tasks", each a mini-batch of `batch_size` images (its
+    query set) with their class indices in `source` (`0..num_classes-1`, the
+    global labels) and an empty support set. Replicas split the tasks of a step
+    as they split episodes (`input_context`), so a step is one mini-batch of
+    `meta_batch_size * batch_size` images on any number of replicas. Images are
+    read epoch by epoch in a seeded random order (`ClassBatchSampler`): task `t`
+    of step `s` depends only on `(seed, s, t)`, and `start_step` resumes exactly.
+
+    Args:
+        source: the training classes.
+        batch_size: images per task, >= 1.
+        meta_batch_size: tasks per step (global, across all replicas).
+        seed: non-negative integer seed; the same seed gives the same stream.
+        start_step: step of the first element (to resume a run exactly).
+        input_context: a `tf.distribute.InputContext` (from
+            `distribute_datasets_from_function`); each element then holds
+            `meta_batch_size / num_replicas` tasks.
+        num_steps: None for an infinite stream, or the number of steps to yield.
+
+    Returns:
+        A `tf.data.Dataset` of `Episode` with static shapes: `support_x`
+        `(B, 0, H, W, C)` float32, `support_y` `(B, 0)` int32, `query_x`
+        `(B, batch_size, H, W, C)` float32, `query_y` `(B, batch_size)` int32.
+
+    Raises:
+        ValueError: on a bad `batch_size`, `meta_batch_size`, `seed`,
+            `start_step` or `num_steps`.
+
+    Example:
+
+    ```python
+    batches = class_batch_dataset(omniglot_train, batch_size=16, meta_batch_size=1, seed=0)
+    batch = next(iter(batches))
+    batch.query_x.shape, batch.query_y.shape   # (1, 16, 28, 28, 1), (1, 16): labels in [0, 732)
+    ```
+    """
+    if not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"`start_step` must be a non-negative integer. Received: start_step={start_step!r}")
+    if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+        raise ValueError(f"`num_steps` must be None or a positive integer. Received: num_steps={num_steps!r}")
+    shard = TaskShard.from_context(meta_batch_size, input_context)
+    sampler = ClassBatchSampler(source.class_offsets, batch_size, meta_batch_size, seed)
+    tasks = shard.tasks
+
+    def gather(element: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        with _counted_call():
+            steps, first_task = shard.locate(int(element))
+            index, labels = sampler.sample_batch(start_step + steps, range(first_task, first_task + tasks))
+            return source.gather(index), labels  # (B, batch_size, H, W, C) float32, (B, batch_size) int32
+
+    image_shape = source.image_shape
+
+    def make(element):
+        images, labels = tf.numpy_function(gather, [element], (tf.float32, tf.int32), stateful=False)
+        images = tf.ensure_shape(images, (tasks, batch_size, *image_shape))
+        labels = tf.ensure_shape(labels, (tasks, batch_size))
+        return Episode(tf.zeros((tasks, 0, *image_shape)), tf.zeros((tasks, 0), tf.int32), images, labels)
 
     elements = tf.data.Dataset.counter(dtype=tf.int64)
     if num_steps is not None:

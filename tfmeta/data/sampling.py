@@ -11,7 +11,14 @@ task of any step can be reproduced alone, in any order, on any worker:
 
 Support labels are `[0]*shots + [1]*shots + ...` and query labels likewise; they are
 the same for every task (`support_labels`, `query_labels`).
+
+A `ClassBatchSampler` draws the mini-batches of classifier pre-training instead
+(fine-tuning baselines): images of all classes with their global labels, read
+epoch by epoch in a seeded order, batch `task` of step `step` again a pure
+function of `(seed, step, task)`.
 """
+
+import threading
 
 import numpy as np
 
@@ -87,3 +94,78 @@ class EpisodeSampler:
         """Indices of the tasks `tasks` (e.g. a range) of step `step`: `(B, ways*shots)`, `(B, ways*queries)`."""
         support, query = zip(*(self.sample(step, t) for t in tasks))
         return np.stack(support), np.stack(query)
+
+
+class ClassBatchSampler:
+    """Draws mini-batches of images with their global class labels (classifier pre-training).
+
+    The images are read epoch after epoch, each epoch in its own random order
+    (seeded by `(seed, epoch)`), as a shuffled data loader reads them: every
+    image once per epoch. The stream is cut into steps of `tasks_per_step`
+    batches of `batch_size` images, so batch `task` of step `step` holds the
+    images at positions `((step * tasks_per_step + task) * batch_size + i)` of
+    that endless sequence: any batch of any step can be drawn alone, in any
+    order, on any worker. Labels are the class indices `0..num_classes-1` of the
+    source (class `c` owns image indices `class_offsets[c]:class_offsets[c + 1]`).
+
+    Args:
+        class_offsets: int `(num_classes + 1,)` (see `ClassDataset.class_offsets`).
+        batch_size: images per batch, >= 1.
+        tasks_per_step: batches per step (the global meta-batch), >= 1.
+        seed: non-negative integer seed.
+
+    Raises:
+        ValueError: on a bad `batch_size`, `tasks_per_step` or `seed`, or a source
+            without images.
+
+    Example:
+
+    ```python
+    sampler = ClassBatchSampler(dataset.class_offsets, batch_size=16, tasks_per_step=1, seed=0)
+    index, labels = sampler.sample(step=0, task=0)   # (16,) image indices, (16,) global labels
+    images = dataset.images[index]
+    ```
+    """
+
+    def __init__(self, class_offsets, batch_size: int, tasks_per_step: int = 1, seed: int = 0):
+        for name, value in (("batch_size", batch_size), ("tasks_per_step", tasks_per_step)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
+        offsets = np.asarray(class_offsets, np.int64)
+        self.num_images = int(offsets[-1])
+        if self.num_images < 1:
+            raise ValueError(f"The source holds no image. Received: class_offsets={offsets.tolist()}")
+        self.num_classes = len(offsets) - 1
+        self.labels = np.repeat(np.arange(self.num_classes, dtype=np.int32), np.diff(offsets))  # image -> class
+        self.batch_size, self.tasks_per_step, self.seed = int(batch_size), int(tasks_per_step), int(seed)
+        self._orders = {}  # epoch -> permutation (the last few epochs)
+        self._lock = threading.Lock()  # tf.data calls `sample` from several threads
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The order `(num_images,)` in which epoch `epoch` reads the images."""
+        with self._lock:
+            order = self._orders.get(epoch)
+            if order is None:
+                order = np.random.default_rng((self.seed, int(epoch))).permutation(self.num_images)
+                if len(self._orders) >= 4:  # a step spans at most a few epochs
+                    self._orders.pop(min(self._orders))
+                self._orders[epoch] = order
+            return order
+
+    def sample(self, step: int, task: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image indices and global labels of batch `task` of step `step`: `(batch_size,)` each."""
+        start = (int(step) * self.tasks_per_step + int(task)) * self.batch_size
+        positions = start + np.arange(self.batch_size, dtype=np.int64)
+        epochs, within = np.divmod(positions, self.num_images)
+        index = np.empty(self.batch_size, np.int64)
+        for epoch in np.unique(epochs):
+            where = epochs == epoch
+            index[where] = self.epoch_order(int(epoch))[within[where]]
+        return index, self.labels[index]
+
+    def sample_batch(self, step: int, tasks) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and labels of the batches `tasks` (e.g. a range) of step `step`: `(B, batch_size)` each."""
+        index, labels = zip(*(self.sample(step, t) for t in tasks))
+        return np.stack(index), np.stack(labels)

@@ -81,7 +81,8 @@ def learner_card(learner: Learner, example_shape, preprocessing: dict | None, tr
     card = dict(learner.card())
     card.update(
         input={"shape": list(example_shape), "dtype": "float32", "value_range": [0.0, 1.0]},
-        batch_norm_batch_statistics=bool(training),
+        # None: each part of the learner its own (an Ensemble's members; see the card's "algorithm").
+        batch_norm_batch_statistics=None if training is None else bool(training),
         versions={"tfmeta": tfmeta.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     )
     if len(example_shape) == 3:  # images: how a client must read them

@@ -241,6 +241,9 @@ class Learner(abc.ABC):
     # Whether the network runs with `training=True` at evaluation and in served
     # models: BatchNorm on the batch's statistics (transductive, as MAML is
     # evaluated), or on its moving statistics (metric learners, as Snell et al.).
+    # None: the learner's parts choose for themselves when `adapt`/`predict` get
+    # `training=None` (an `Ensemble`: each member its own); the evaluator and the
+    # exporters pass it on as it is.
     training_at_test = True
     # Whether `embed` maps examples to the space the learner compares in (metric
     # learners): exports then also serve an `embed` signature.

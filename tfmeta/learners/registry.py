@@ -14,9 +14,16 @@ from tfmeta.learners.amortized import build_cnp, build_hypernet
 from tfmeta.learners.base import Learner
 from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
+from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
+from tfmeta.learners.metric import FineTuneBaseline
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
+# What a learner's `task_loss` trains on: few-shot episodes (labels 0..ways-1 within each task), or
+# mini-batches of all training classes with their global labels as the query set and an empty
+# support set (`tfmeta.data.class_batch_dataset`: learners pre-trained as classifiers).
+EPISODES, CLASS_BATCHES = "episodes", "class_batches"
+TRAINING_DATA = (EPISODES, CLASS_BATCHES)
 
 # The published MAML++ options; any can be overridden through `build`'s kwargs.
 # Per-step BatchNorm weights apply to networks with BatchNorm layers only;
@@ -36,12 +43,16 @@ class Entry:
         family: one of `FAMILIES`.
         build: `(model, **kwargs) -> Learner`.
         description: one line for `--help` and the README.
+        training_data: what its `task_loss` trains on, `EPISODES` or
+            `CLASS_BATCHES` (the runner builds that stream; a learner of
+            `CLASS_BATCHES` takes `num_classes`, the number of training classes).
     """
 
     name: str
     family: str
     build: Callable
     description: str
+    training_data: str = EPISODES
 
 
 def _fomaml(model, **kwargs) -> MAML:
@@ -60,7 +71,7 @@ def _maml_plus_plus(model, **kwargs) -> MAML:
 _REGISTRY = {}
 
 
-def register(name: str, family: str, build: Callable, description: str = "") -> Entry:
+def register(name: str, family: str, build: Callable, description: str = "", training_data: str = EPISODES) -> Entry:
     """Adds a learner to the registry (trainers, configs and `build` then know it).
 
     Args:
@@ -68,12 +79,14 @@ def register(name: str, family: str, build: Callable, description: str = "") -> 
         family: one of `FAMILIES`.
         build: `(model, **kwargs) -> Learner`.
         description: one line.
+        training_data: `EPISODES` (few-shot tasks) or `CLASS_BATCHES` (pre-training
+            on all training classes; `build` then takes `num_classes`).
 
     Returns:
         The new `Entry`.
 
     Raises:
-        ValueError: if `name` is taken or `family` unknown.
+        ValueError: if `name` is taken, or `family` or `training_data` unknown.
 
     Example:
 
@@ -85,7 +98,9 @@ def register(name: str, family: str, build: Callable, description: str = "") -> 
         raise ValueError(f"A learner is already registered as {name!r}. Received: name={name!r}")
     if family not in FAMILIES:
         raise ValueError(f"`family` must be one of {FAMILIES}. Received: family={family!r}")
-    entry = Entry(name, family, build, description)
+    if training_data not in TRAINING_DATA:
+        raise ValueError(f"`training_data` must be one of {TRAINING_DATA}. Received: training_data={training_data!r}")
+    entry = Entry(name, family, build, description, training_data)
     _REGISTRY[name] = entry
     return entry
 
@@ -102,6 +117,13 @@ for _name, _build, _description in (
 
 register("protonet", "metric", PrototypicalNetwork,
          "Prototypical Networks (Snell et al. 2017): nearest class mean of the embeddings")
+register("matching", "metric", MatchingNetwork,
+         "Matching Networks (Vinyals et al. 2016): cosine attention over the support set, optional FCE")
+register("relation", "metric", RelationNetwork,
+         "Relation Networks (Sung et al. 2018): a learned relation module scores class/query feature maps")
+register("finetune", "metric", FineTuneBaseline,
+         "fine-tuning baselines (Chen et al. 2019, Tian et al. 2020): pre-trained classifier, new head per task",
+         training_data=CLASS_BATCHES)
 register("cnp", "amortized", build_cnp,
          "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
 register("hypernet", "amortized", build_hypernet,

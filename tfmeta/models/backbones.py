@@ -6,6 +6,7 @@ import importlib
 import keras
 
 from tfmeta.models.conv4 import conv4
+from tfmeta.models.conv4_relation import conv4_relation
 from tfmeta.models.resnet12 import resnet12
 
 # name -> factory(ways, input_shape, seed, dtype). Published settings are data, not branches.
@@ -13,6 +14,7 @@ BACKBONES = {
     "conv4": functools.partial(conv4, filters=64),  # Vinyals et al. 2016; Finn et al. 2017 (Omniglot)
     "conv4_32": functools.partial(conv4, filters=32),  # Finn et al. 2017 on miniImageNet (32 filters)
     "resnet12": resnet12,  # Lee et al. 2019; Tian et al. 2020 (64-160-320-640)
+    "conv4_relation": conv4_relation,  # Sung et al. 2018: feature maps (no head), for Relation Networks
 }
 
 
@@ -20,8 +22,11 @@ def build_backbone(name: str, ways=None, input_shape=(28, 28, 1), seed=None, dty
     """Builds a named network, or calls a factory given by its import path.
 
     Built-in names (`BACKBONES`): `"conv4"` (64 filters), `"conv4_32"` (32
-    filters, MAML's miniImageNet network) and `"resnet12"` (64-160-320-640,
-    no DropBlock). Any other name of the form `"package.module:factory"`
+    filters, MAML's miniImageNet network), `"resnet12"` (64-160-320-640,
+    no DropBlock) and `"conv4_relation"` (the embedding of Relation Networks,
+    Sung et al. 2018: without a head it outputs feature maps, `(n, 5, 5, 64)`
+    on 28x28 inputs, which the relation module compares; the other built-ins
+    output flat features). Any other name of the form `"package.module:factory"`
     (`factory` may be a dotted attribute path) is imported and called as
     `factory(ways=ways, input_shape=input_shape, seed=seed, dtype=dtype)`; it
     must return a built `keras.Model`.

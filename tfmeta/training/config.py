@@ -89,7 +89,8 @@ class MetaTrainConfig:
         mixed_precision: `"none"`, `"mixed_float16"` (with loss scaling) or
             `"mixed_bfloat16"`: 16-bit computation, float32 variables.
         backbone: the network of image tasks (`tfmeta.models.build_backbone`):
-            `"conv4"`, `"conv4_32"`, `"resnet12"` or `"package.module:factory"`;
+            `"conv4"`, `"conv4_32"`, `"resnet12"`, `"conv4_relation"` (feature
+            maps, for Relation Networks) or `"package.module:factory"`;
             with a head of `ways` outputs for the gradient family, without one
             (an embedding) for the metric family.
         train_ways, train_shots, train_queries: the training episodes' shape
@@ -103,6 +104,11 @@ class MetaTrainConfig:
         head: fine-tuning baselines: the head fitted on the support set at test
             time, `"linear"` (Baseline), `"cosine"` (Baseline++) or `"logreg"`
             (logistic regression on L2-normalised features, Tian et al.).
+        batch_size: learners pre-trained as classifiers of all training classes
+            (`"finetune"`): images per pre-training task; each step holds
+            `meta_batch_size` such mini-batches (replicas split them), one
+            mini-batch of `meta_batch_size * batch_size` images. Chen et al.
+            (2019) pre-train on batches of 16. Unused by episodic learners.
         max_ways, max_shots: the largest number of classes, and of examples per
             class, one request to an export of a learner that serves any number
             of classes may hold (written in the model card; above them, a
@@ -136,6 +142,9 @@ class MetaTrainConfig:
         min_shots: sinusoid training tasks (amortized learners): the number of
             support points is drawn per task, uniform in `min_shots..shots`
             (None: always `shots`; 0 trains prediction from the description alone).
+        preset: the published configuration the run started from
+            (`tfmeta.training.presets`; its paper's figure goes into
+            `config.json` and the model card), or None.
     """
 
     dataset: str = "sinusoid"
@@ -170,6 +179,7 @@ class MetaTrainConfig:
     distance: str = "euclidean"
     fce: bool = False
     head: str = "logreg"
+    batch_size: int = 16
     max_ways: int = 100
     max_shots: int = 100
     split: str | None = None
@@ -185,20 +195,27 @@ class MetaTrainConfig:
     task_metadata: bool = False
     metadata_noise: float = 0.0
     min_shots: int | None = None
+    preset: str | None = None
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
-                     "msl_anneal_steps", "num_iterations", "eval_every", "eval_episodes", "seed"):
+                     "msl_anneal_steps", "num_iterations", "eval_every", "eval_episodes", "seed", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
         for name in ("shots", "queries", "meta_batch_size", "msl_anneal_steps", "num_iterations", "eval_every",
-                     "eval_episodes"):
+                     "eval_episodes", "batch_size"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={value}")
         if self.ways < 2:
             raise ValueError(f"ways must be >= 2. Received: ways={self.ways}")
+        if self.preset is not None:
+            from tfmeta.training.presets import PRESETS  # noqa: PLC0415 - presets import this module
+
+            if self.preset not in PRESETS:
+                raise ValueError(f"Unknown `preset`; expected one of {', '.join(PRESETS)}. "
+                                 f"Received: preset={self.preset!r}")
         if self.inner_steps < 0 or self.eval_inner_steps < 0:
             name = "inner_steps" if self.inner_steps < 0 else "eval_inner_steps"
             raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}")

@@ -62,11 +62,14 @@ def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
     """What the learner's inputs are, recorded in `config.json` (`tfmeta.workdir.restore` builds from it).
 
     Returns:
-        `{"input_shape": [...], "preprocessing": {...} or None}`.
+        `{"input_shape": [...], "preprocessing": {...} or None}`, and for
+        classification `"num_classes"`, the number of training classes (the
+        size of a pre-trained classifier's head).
     """
     if split is None:
         return {"input_shape": list(SINUSOID_INPUT_SHAPE), "preprocessing": None}
-    return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict()}
+    return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict(),
+            "num_classes": int(split.train.num_classes)}
 
 
 def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
@@ -75,6 +78,9 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
     With an `input_context` each element is one replica's share of the global
     meta-batch (`meta_batch_size / num_replicas` distinct tasks); the shares
     of step `s` together are exactly the single-device meta-batch of step `s`.
+    Learners pre-trained as classifiers (registry `training_data` `CLASS_BATCHES`,
+    e.g. `"finetune"`) get mini-batches of `config.batch_size` images of all
+    training classes with their global labels (`class_batch_dataset`) instead of episodes.
     """
     if config.dataset in GP_DATASETS:
         from tfmeta.data.gp import gp_tasks
@@ -95,15 +101,21 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
 
         return make
     from tfmeta.data.augment import Augmentation, augment_episode
-    from tfmeta.data.pipeline import episode_dataset
+    from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
     from tfmeta.data.sharding import TaskShard
+    from tfmeta.learners import registry
 
     ways, shots, queries = config.train_episode
     augmentation = Augmentation(config.crop_padding, config.flip, float(config.color_jitter))
+    class_batches = registry.entry(config.variant).training_data == registry.CLASS_BATCHES
 
     def make(start_step, input_context=None):
-        episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
-                                   seed=config.seed, start_step=start_step, input_context=input_context)
+        if class_batches:
+            episodes = class_batch_dataset(split.train, config.batch_size, config.meta_batch_size, seed=config.seed,
+                                           start_step=start_step, input_context=input_context)
+        else:
+            episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
+                                       seed=config.seed, start_step=start_step, input_context=input_context)
         if augmentation.is_identity:
             return episodes
         shard = TaskShard.from_context(config.meta_batch_size, input_context)
@@ -184,10 +196,12 @@ LEARNER_OPTIONS = {
                            if config.is_regression else dict(task="classification")),
     "hypernet": lambda config: dict(task="regression" if config.is_regression else "classification",
                                     generate=config.generate, metadata_dim=config.metadata_dim),
+    "matching": lambda config: dict(fce=config.fce),
+    "finetune": lambda config: dict(head=config.head),
 }
 
 
-def learner_fn(config: MetaTrainConfig, input_shape):
+def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = None):
     """`() -> Learner`: the network, wrapped by the learner `config.variant` names.
 
     Regression: an MLP 40-40. Images: `config.backbone` (Conv-4 by default),
@@ -198,13 +212,28 @@ def learner_fn(config: MetaTrainConfig, input_shape):
     third of `num_iterations`, and (in `optimizer_fn`) the cosine-annealed meta
     learning rate.
 
+    Learners pre-trained as classifiers of all training classes (registry
+    `training_data` `CLASS_BATCHES`, `"finetune"`) also take `num_classes`.
+
     Args:
         config: the run's configuration.
         input_shape: the shape of one example (`data_spec(...)["input_shape"]`).
+        num_classes: the number of training classes (`data_spec(...)["num_classes"]`),
+            for the learners pre-trained as classifiers.
+
+    Raises:
+        ValueError: if such a learner is built without `num_classes`.
     """
     from tfmeta import learners, models
+    from tfmeta.learners import registry
 
     family = learners.entry(config.variant).family
+    pretrained = learners.entry(config.variant).training_data == registry.CLASS_BATCHES
+    if pretrained and num_classes is None:
+        raise ValueError(
+            f"{config.variant} is pre-trained as a classifier of all training classes: it needs their number "
+            "(the data spec's 'num_classes', recorded in config.json by runs of this version). Received: num_classes=None"
+        )
 
     def make():
         if config.is_regression and family == "amortized" and config.variant == "cnp":
@@ -215,7 +244,10 @@ def learner_fn(config: MetaTrainConfig, input_shape):
             head = config.ways if family == "gradient" else None
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
-            return learners.build(config.variant, network, **LEARNER_OPTIONS.get(config.variant, dict)(config))
+            options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}
+            if pretrained:
+                options["num_classes"] = int(num_classes)
+            return learners.build(config.variant, network, **options)
         kwargs = dict(task="regression" if config.is_regression else "classification", inner_steps=config.inner_steps,
                       inner_lr=config.inner_lr, eval_inner_steps=config.eval_inner_steps)
         if config.variant not in ("fomaml", "reptile"):  # Those two are first order by definition.
@@ -272,7 +304,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
     hooks = plot_hooks(config, verbose) if distribute.is_chief(strategy) else []
     trainer = MetaTrainer(
         config,
-        build_learner=learner_fn(config, spec["input_shape"]),
+        build_learner=learner_fn(config, spec["input_shape"], spec.get("num_classes")),
         train_dataset=train_dataset_fn(config, split),
         eval_dataset=eval_dataset_fn(config, split),
         build_optimizer=optimizer_fn(config),
@@ -432,6 +464,10 @@ def export_learner(learner, config: MetaTrainConfig, spec: dict, step: int, test
     config = config.resolved()
     card = {"training": config.to_dict(), "checkpoint_step": int(step), "evaluation": evaluation_card(test_results)}
     steps = None if learner.eval_steps is None else config.eval_inner_steps
+    if config.preset is not None:
+        from tfmeta.training.presets import PRESETS
+
+        card["preset"] = {"name": config.preset, "paper": PRESETS[config.preset].paper}
     if config.is_regression:
         return export.export_few_shot_regressor(learner, config.export_dir, config.export_name,
                                                 model_card=card, inner_steps=steps)

@@ -140,3 +140,28 @@ def test_bad_requests_name_what_was_wrong(exported):
     for labels, message in cases:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             serve(support_images=images, support_labels=labels, query_images=images[:2])
+
+
+def test_adapt_export_freezes_the_prototypes_of_a_support_folder(exported, tmp_path):
+    """trainers.adapt's path: a few-shot ProtoNet export + a folder of 3 classes -> a plain classifier
+    whose prototypes are constants (one forward pass per request), equal to the library's."""
+    from PIL import Image
+
+    from tfmeta.data.sources import ClassDataset
+    from tfmeta.export import adapt_export
+
+    protonet, path = exported
+    rng = np.random.default_rng(4)
+    for name, shots in (("a", 2), ("b", 1), ("c", 3)):  # unequal shots
+        for i in range(shots):
+            (tmp_path / "support" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(tmp_path / "support" / name / f"{i}.png")
+    adapted = adapt_export(path, tmp_path / "support", tmp_path / "exports", "abc")
+    card = read_model_card(adapted)
+    assert card["kind"] == "adapted_classifier" and card["class_names"] == ["a", "b", "c"]
+    support = ClassDataset.from_folder(tmp_path / "support")
+    labels = np.repeat(np.arange(3, dtype=np.int32), [2, 1, 3])
+    images = rng.random((5, 16, 16, 1), np.float32)
+    expected = protonet.predict(protonet.adapt(support.images, labels), images).numpy()
+    got = tf.saved_model.load(str(adapted)).signatures["serving_default"](images=images)["logits"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

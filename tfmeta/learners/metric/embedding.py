@@ -30,6 +30,25 @@ def class_means(embeddings, labels, ways=None) -> tf.Tensor:
     return tf.math.unsorted_segment_mean(embeddings, labels, ways)
 
 
+def embedding_shape(model: keras.Model) -> tuple:
+    """The shape of one embedding: the network's output shape without the batch axis.
+
+    Learners that build networks on top of the embedding (Matching Networks'
+    LSTMs, Relation Networks' relation module) size them from it.
+
+    Raises:
+        ValueError: if the network has no defined output shape (a subclassed
+            model: build it on a `keras.Input`, functional or Sequential).
+    """
+    shape = tuple(model.outputs[0].shape[1:]) if model.outputs else None
+    if not shape or any(d is None for d in shape):
+        raise ValueError(
+            "The embedding network needs a fully defined output shape (build it on a keras.Input: "
+            f"Sequential or functional). Received: model={model.name!r} with output shape {shape}"
+        )
+    return tuple(int(d) for d in shape)
+
+
 class EmbeddingLearner(Learner):
     """Base of the metric learners: an embedding network, evaluated on its moving statistics.
 
