@@ -87,7 +87,7 @@ def _prior_mean_mse(episodes) -> float:
     return float(np.mean((y - 2.55 * (-2.0 * np.cos(x) / math.pi)) ** 2))
 
 
-@pytest.mark.parametrize("name, steps, tasks", [("hypernet", 300, 25), ("cnp", 500, 25)])
+@pytest.mark.parametrize("name, steps, tasks", [("hypernet", 150, 25), ("cnp", 500, 16)])
 def test_zero_shot_from_exact_metadata_beats_the_prior_mean(name, steps, tasks):
     """Trained with 0-5 support points and the exact amplitude and phase, at 0 shots the learner beats the
     best task-agnostic prediction (the prior mean) by far: it reads the description."""
