@@ -1,5 +1,12 @@
 """Prototypical Networks: prototypes and distances by hand, unequal shots, one pass per task, export for any N."""
 
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -165,3 +172,72 @@ def test_adapt_export_freezes_the_prototypes_of_a_support_folder(exported, tmp_p
     expected = protonet.predict(protonet.adapt(support.images, labels), images).numpy()
     got = tf.saved_model.load(str(adapted)).signatures["serving_default"](images=images)["logits"].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+SERVE_STREAM = pathlib.Path(__file__).parents[2] / "export" / "serve_stream.py"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _any_ways_request(rng, ways):
+    shots = rng.integers(1, 5, size=ways)  # unequal shots, up to the export's max_shots
+    labels = rng.permutation(np.repeat(np.arange(ways), shots)).astype(np.int32)
+    return {"support_images": rng.random((len(labels), 16, 16, 1), np.float32), "support_labels": labels,
+            "query_images": rng.random((int(rng.integers(1, 8)), 16, 16, 1), np.float32)}
+
+
+def test_a_mixed_stream_of_any_ways_requests_in_a_process_without_tfmeta(exported, tmp_path):
+    """1,000 requests of 2 to 50 classes, valid and invalid, to one loaded export in a process that
+    never imports tfmeta: the library's answers, the right errors, bounded memory."""
+    protonet, path = exported
+    rng = np.random.default_rng(11)
+    valid = []
+    for ways in (2, 3, 5, 10, 20, 50) * 4:
+        request = _any_ways_request(rng, ways)
+        logits = protonet.predict(protonet.adapt(request["support_images"], request["support_labels"]),
+                                  request["query_images"]).numpy()
+        valid.append({"inputs": request, "logits": logits, "error": None})
+    base = valid[0]["inputs"]
+    n = len(base["support_labels"])
+    six = np.zeros((6, 16, 16, 1), np.float32)
+    invalid = [
+        {"inputs": {**base, "support_images": six, "support_labels": np.int32([0, 0, 1, 1, 3, 3])},
+         "logits": None, "error": "Received no example of classes"},
+        {"inputs": {**base, "support_images": six, "support_labels": np.int32([0, 1, 2, 3, 4, 50])},
+         "logits": None, "error": "must lie in [0, 50)"},
+        {"inputs": {**base, "support_images": six, "support_labels": np.int32([0, 0, 0, 0, 0, 1])},
+         "logits": None, "error": "at most 4 examples of a class"},
+        {"inputs": {**base, "support_labels": base["support_labels"].astype(np.int64)}, "logits": None, "error": "int32"},
+    ]
+    stream = [valid[i % len(valid)] if rng.random() < 0.7 else invalid[i % len(invalid)] for i in range(1000)]
+    with open(tmp_path / "requests.pkl", "wb") as f:
+        pickle.dump(stream, f)
+    done = subprocess.run([sys.executable, str(SERVE_STREAM), str(path), str(tmp_path / "requests.pkl")],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["failures"] == []
+    assert report["valid_ok"] == sum(r["error"] is None for r in stream) > 600
+    assert report["invalid_ok"] == sum(r["error"] is not None for r in stream) > 200
+    assert report["imported_tfmeta"] is False
+    rss_warm, rss_end = report["rss_mib"]
+    assert rss_end - rss_warm < 25, f"RSS grew from {rss_warm:.1f} to {rss_end:.1f} MiB after warm-up"
+
+
+def test_saved_model_cli_runs_a_20_way_request(exported, tmp_path):
+    protonet, path = exported
+    rng = np.random.default_rng(12)  # 1 shot: saved_model_cli takes the request as one argument (< 128 KiB)
+    request = {"support_images": np.round(rng.random((20, 16, 16, 1)), 2).astype(np.float32),
+               "support_labels": rng.permutation(20).astype(np.int32),
+               "query_images": np.round(rng.random((3, 16, 16, 1)), 2).astype(np.float32)}
+    cli = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
+    exprs = ";".join(f"{k}={v.tolist()}" for k, v in request.items())
+    done = subprocess.run([cli, "run", "--dir", str(path), "--tag_set", "serve", "--signature_def", "serving_default",
+                           "--input_exprs", exprs, "--outdir", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # saved_model_cli's literals are float64, cast by the signature: the library on the same float32 values.
+    expected = protonet.predict(protonet.adapt(request["support_images"].astype(np.float32), request["support_labels"]),
+                                request["query_images"].astype(np.float32)).numpy()
+    logits = np.load(tmp_path / "out" / "logits.npy")
+    assert logits.shape == expected.shape == (len(request["query_images"]), 20)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
