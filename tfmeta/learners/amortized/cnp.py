@@ -43,7 +43,7 @@ def _check_stddev(min_stddev) -> float:
     return float(min_stddev)
 
 
-class ConditionalNeuralProcess(Learner):
+class ConditionalNeuralProcess(common.WholeMetaBatch, Learner):
     """A Conditional Neural Process for regression (the Attentive NP's deterministic path with `attention=True`).
 
     For one task with context `(x_i, y_i)_{i<n}` (a mask marks the real points) and
@@ -293,29 +293,6 @@ class ConditionalNeuralProcess(Learner):
         outputs = self.predict(state, episodes.query_x, training=training)
         return common.gaussian_task_metrics(outputs, episodes.query_y, episodes.query_mask)
 
-    def meta_gradients(self, episodes: Episode, step=None, training: bool = True, loss_scale=None):
-        """`Learner.meta_gradients` computed on the whole meta-batch at once (`per_task_metrics`):
-        the gradient of the mean task loss is the mean of the tasks' gradients. A network of the
-        inputs with state (BatchNorm) goes task by task (`Learner.meta_gradients`)."""
-        if self.state_variables:
-            return super().meta_gradients(episodes, step, training, loss_scale)
-        meta_vars = self.meta_variables
-        with tf.GradientTape() as tape:
-            per_task = self.per_task_metrics(episodes, training)
-            loss = tf.reduce_mean(per_task["loss"])
-            scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
-        grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        dtype = self.metrics_dtype()
-        metrics = {name: tf.cast(tf.reduce_mean(value), dtype) for name, value in per_task.items()}
-        return grads, metrics, self.current_state()
-
-    def evaluate_tasks(self, episodes: Episode, steps=None, training: bool = True) -> dict:
-        """`Learner.evaluate_tasks` on the whole meta-batch at once (`per_task_metrics`)."""
-        self.check_adapt_steps(steps)
-        if self.state_variables:
-            return super().evaluate_tasks(episodes, steps, training)
-        dtype = self.metrics_dtype()
-        return {name: tf.cast(value, dtype) for name, value in self.per_task_metrics(episodes, training).items()}
 
 
 class CNPClassifier(EmbeddingLearner):

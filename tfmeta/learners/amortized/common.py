@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tfmeta.learners.amortized.sets import mlp_stack
+
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -131,3 +133,48 @@ def trainable_of(parts) -> list:
                 seen.add(id(v))
                 out.append(v)
     return out
+
+
+class WholeMetaBatch:
+    """Mixin (before `Learner` in the bases) for learners whose `per_task_metrics(episodes,
+    training)` computes every task of a meta-batch in one pass: meta-gradients and evaluation
+    on the whole batch at once instead of task by task (`map_over_tasks`). The gradient of the
+    mean task loss is the mean of the tasks' gradients. A learner whose network holds state
+    (BatchNorm statistics) goes task by task (`Learner`'s methods)."""
+
+    def meta_gradients(self, episodes, step=None, training: bool = True, loss_scale=None):
+        if self.state_variables:
+            return super().meta_gradients(episodes, step, training, loss_scale)
+        meta_vars = self.meta_variables
+        with tf.GradientTape() as tape:
+            per_task = self.per_task_metrics(episodes, training)
+            loss = tf.reduce_mean(per_task["loss"])
+            scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
+        grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        dtype = self.metrics_dtype()
+        metrics = {name: tf.cast(tf.reduce_mean(value), dtype) for name, value in per_task.items()}
+        return grads, metrics, self.current_state()
+
+    def evaluate_tasks(self, episodes, steps=None, training: bool = True) -> dict:
+        self.check_adapt_steps(steps)
+        if self.state_variables:
+            return super().evaluate_tasks(episodes, steps, training)
+        dtype = self.metrics_dtype()
+        return {name: tf.cast(value, dtype) for name, value in self.per_task_metrics(episodes, training).items()}
+
+
+def generator_and_metadata_encoder(outputs: int, features: int, generator_sizes, metadata_dim, metadata_sizes,
+                                   name: str, seed=None):
+    """A weight generator MLP (output layer at zero: it starts from the base weights) of the
+    features (and of the encoded task metadata), and the metadata encoder (None without metadata).
+
+    Returns:
+        `(generator, metadata_encoder, parts)`, `parts` the Keras models holding their variables.
+    """
+    seed_at = lambda i: None if seed is None else seed + 100 * i
+    inputs = features + (metadata_sizes[-1] if metadata_dim else 0)
+    generator = mlp_stack(tuple(generator_sizes) + (outputs,), inputs, name, seed=seed_at(0), last_initializer="zeros")
+    encoder = None
+    if metadata_dim:
+        encoder = mlp_stack(metadata_sizes, metadata_dim, "metadata_encoder", seed=seed_at(1))
+    return generator, encoder, [generator] + ([encoder] if encoder is not None else [])

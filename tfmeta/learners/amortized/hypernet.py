@@ -54,7 +54,7 @@ def _last_initializer(scale: float, seed=None):
                                               seed=seed)
 
 
-class HyperNetwork(Learner):
+class HyperNetwork(common.WholeMetaBatch, Learner):
     """Generates every trainable weight of a (small) target network from the support set.
 
     ```
@@ -222,27 +222,6 @@ class HyperNetwork(Learner):
             mse = tf.reduce_sum(squared * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
         return {"loss": mse, "mse": mse}
 
-    def meta_gradients(self, episodes: Episode, step=None, training: bool = True, loss_scale=None):
-        """`Learner.meta_gradients` on the whole meta-batch at once (`per_task_metrics`); a target
-        with non-trainable state (BatchNorm) goes task by task."""
-        if self.state_variables:
-            return super().meta_gradients(episodes, step, training, loss_scale)
-        meta_vars = self.meta_variables
-        with tf.GradientTape() as tape:
-            per_task = self.per_task_metrics(episodes, training)
-            loss = tf.reduce_mean(per_task["loss"])
-            scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
-        grads = tape.gradient(scaled, meta_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        dtype = self.metrics_dtype()
-        return grads, {k: tf.cast(tf.reduce_mean(v), dtype) for k, v in per_task.items()}, self.current_state()
-
-    def evaluate_tasks(self, episodes: Episode, steps=None, training: bool = True) -> dict:
-        """`Learner.evaluate_tasks` on the whole meta-batch at once (`per_task_metrics`)."""
-        self.check_adapt_steps(steps)
-        if self.state_variables:
-            return super().evaluate_tasks(episodes, steps, training)
-        dtype = self.metrics_dtype()
-        return {name: tf.cast(value, dtype) for name, value in self.per_task_metrics(episodes, training).items()}
 
 
 class HyperHead(EmbeddingLearner):
@@ -283,15 +262,8 @@ class HyperHead(EmbeddingLearner):
         self.generator_sizes = check_sizes("generator_sizes", generator_sizes)
         self.metadata_sizes = check_sizes("metadata_sizes", metadata_sizes)
         features = common.output_size(embedding, "embedding")
-        seed_at = lambda i: None if seed is None else seed + 100 * i
-        inputs = features + (self.metadata_sizes[-1] if metadata_dim else 0)
-        self.generator = mlp_stack(self.generator_sizes + (features + 1,), inputs, "head_generator",
-                                   seed=seed_at(0), last_initializer="zeros")
-        self.parts = [self.generator]
-        self.metadata_encoder = None
-        if metadata_dim:
-            self.metadata_encoder = mlp_stack(self.metadata_sizes, metadata_dim, "metadata_encoder", seed=seed_at(1))
-            self.parts.append(self.metadata_encoder)
+        self.generator, self.metadata_encoder, self.parts = common.generator_and_metadata_encoder(
+            features + 1, features, self.generator_sizes, metadata_dim, self.metadata_sizes, "head_generator", seed)
 
     @property
     def extra_variables(self) -> list:
@@ -391,16 +363,9 @@ class FiLMHyperNetwork(Learner):
         self.generator_sizes = check_sizes("generator_sizes", generator_sizes)
         self.metadata_sizes = check_sizes("metadata_sizes", metadata_sizes)
         features = common.output_size(embedding, "embedding")
-        seed_at = lambda i: None if seed is None else seed + 100 * i
         self.num_film = 2 * sum(c for _, _, c in self.film_indices)
-        inputs = features + (self.metadata_sizes[-1] if metadata_dim else 0)
-        self.generator = mlp_stack(self.generator_sizes + (self.num_film,), inputs, "film_generator",
-                                   seed=seed_at(0), last_initializer="zeros")
-        self.parts = [self.generator]
-        self.metadata_encoder = None
-        if metadata_dim:
-            self.metadata_encoder = mlp_stack(self.metadata_sizes, metadata_dim, "metadata_encoder", seed=seed_at(1))
-            self.parts.append(self.metadata_encoder)
+        self.generator, self.metadata_encoder, self.parts = common.generator_and_metadata_encoder(
+            self.num_film, features, self.generator_sizes, metadata_dim, self.metadata_sizes, "film_generator", seed)
 
     @property
     def extra_variables(self) -> list:
