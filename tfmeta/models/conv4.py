@@ -5,6 +5,15 @@ import keras
 from tfmeta.models.batchnorm import BatchNorm
 
 
+def check_ways_and_filters(ways, filters) -> None:
+    """Raises `ValueError` unless `ways` is None or a positive integer and `filters` is one."""
+    is_size = lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if ways is not None and not is_size(ways):
+        raise ValueError(f"`ways` must be None or a positive integer. Received: ways={ways!r}")
+    if not is_size(filters):
+        raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
+
+
 def conv4(ways: int | None, input_shape=(28, 28, 1), filters: int = 64, dtype=None, seed=None) -> keras.Model:
     """Conv-4 (Vinyals et al., 2016; Finn et al., 2017), built.
 
@@ -49,11 +58,7 @@ def conv4(ways: int | None, input_shape=(28, 28, 1), filters: int = 64, dtype=No
     embedding(tf.zeros([10, 84, 84, 3])).shape   # (10, 1600)
     ```
     """
-    is_size = lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    if ways is not None and not is_size(ways):
-        raise ValueError(f"`ways` must be None or a positive integer. Received: ways={ways!r}")
-    if not is_size(filters):
-        raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
+    check_ways_and_filters(ways, filters)
     if len(input_shape) != 3 or min(input_shape[:2]) < 16:
         raise ValueError(
             "`input_shape` must be (height, width, channels) with height and width >= 16 "

@@ -3,6 +3,7 @@
 import keras
 
 from tfmeta.models.batchnorm import BatchNorm
+from tfmeta.models.conv4 import check_ways_and_filters
 
 
 def conv4_relation(ways: int | None = None, input_shape=(28, 28, 1), filters: int = 64, dtype=None,
@@ -56,11 +57,7 @@ def conv4_relation(ways: int | None = None, input_shape=(28, 28, 1), filters: in
     embedding(tf.zeros([10, 28, 28, 1])).shape   # (10, 5, 5, 64)
     ```
     """
-    is_size = lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    if ways is not None and not is_size(ways):
-        raise ValueError(f"`ways` must be None or a positive integer. Received: ways={ways!r}")
-    if not is_size(filters):
-        raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
+    check_ways_and_filters(ways, filters)
     if len(input_shape) != 3 or min(input_shape[:2]) < 10:
         raise ValueError(
             "`input_shape` must be (height, width, channels) with height and width >= 10 (two unpadded "
