@@ -148,7 +148,7 @@ def test_preset_flag_starts_from_the_papers_settings_and_flags_override_it(tmp_p
     config = json.loads((workdir / "config.json").read_text())
     # From the preset (the defaults are 5 / 10 / 10 / 1000); --num_iterations given: overridden.
     assert (config["preset"], config["meta_batch_size"], config["shots"], config["queries"]) == ("sinusoid", 25, 5, 5)
-    assert config["num_iterations"] == 2
+    assert config["num_iterations"] == 2 and "Finn et al. 2017" in config["paper"]
     card = json.loads((exports / "sine" / "1" / "assets" / "tfmeta.json").read_text())
     assert card["preset"]["name"] == "sinusoid" and "Finn et al. 2017" in card["preset"]["paper"]
 

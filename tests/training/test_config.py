@@ -83,7 +83,7 @@ def test_presets():
     for name, published in PRESETS.items():  # every preset is a valid config of its trainer
         config = preset(name, data_dir="/data")
         assert config.preset == name and published.paper
-        assert config.variant == ("protonet" if published.trainer == "protonet" else config.variant)
+        assert config.variant == published.config.get("variant", published.trainer)
     proto = preset("protonet_omniglot_5w1s")
     assert (proto.variant, proto.train_ways, proto.train_queries, proto.queries, proto.split) == (
         "protonet", 60, 5, 15, "vinyals")

@@ -28,6 +28,7 @@ from tfmeta.training.config import MetaTrainConfig
 
 CONFIG_FILE = "config.json"
 DATA_KEY = "data"  # config.json's entry for the data spec (not a config field)
+PAPER_KEY = "paper"  # config.json's entry for the preset's published figure (not a config field)
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "checkpoints/best"  # the checkpoint with the best validation metric, and BEST_FILE
 BEST_FILE = "best.json"
@@ -74,6 +75,7 @@ def load_config(workdir) -> MetaTrainConfig:
     """
     values = _read_config_file(workdir)
     values.pop(DATA_KEY, None)
+    values.pop(PAPER_KEY, None)
     return MetaTrainConfig.from_dict(values)
 
 
@@ -131,4 +133,8 @@ def prepare_workdir(config: MetaTrainConfig, data_spec: dict | None = None) -> N
     values = config.to_dict()
     if data_spec is not None:
         values[DATA_KEY] = data_spec
+    if config.preset is not None:
+        from tfmeta.training.presets import PRESETS  # noqa: PLC0415 - presets import the config
+
+        values[PAPER_KEY] = PRESETS[config.preset].paper
     write_json_atomic(existing, values)

@@ -79,6 +79,29 @@ PRESETS = {
     "protonet_mini_imagenet_5w5s": Preset("protonet", {**_PROTO_MINI, "shots": 5, "train_ways": 20},
                                           "68.20 ± 0.66% (Snell et al. 2017, Table 2)"),
 }
+# Fine-tuning baselines on miniImageNet (`trainers.finetune`): Chen et al. (2019), Table 3 (Conv-4, 84x84):
+# pre-training with Adam 1e-3 on batches of 16 for 400 epochs of the 38,400 training images (960,000
+# steps), flips and colour jitter (their random-resized crop is approximated by random crops with
+# padding). RFS (Tian et al. 2020, Table 1, "RFS-simple"): ResNet-12, batches of 64, 90 epochs (54,000
+# steps), random crops (padding 8), colour jitter and flips, logistic regression on L2-normalised
+# features; tfmeta pre-trains with Adam 1e-3 where they use SGD (lr 0.05, momentum 0.9, weight decay
+# 5e-4, decayed at epochs 60, 70 and 80): the recipe is the paper's but for the optimiser.
+_FINETUNE_MINI = dict(dataset="mini_imagenet", ways=5, queries=15, meta_batch_size=1, meta_lr=1e-3, flip=True,
+                      color_jitter=0.4, eval_every=10000)
+PRESETS.update({
+    "baseline_pp_mini_imagenet_5w1s": Preset("finetune", {**_FINETUNE_MINI, "shots": 1, "head": "cosine", "batch_size": 16,
+                                                          "crop_padding": 8, "num_iterations": 960000},
+                                             "48.24 ± 0.75% (Chen et al. 2019, Table 3)"),
+    "baseline_pp_mini_imagenet_5w5s": Preset("finetune", {**_FINETUNE_MINI, "shots": 5, "head": "cosine", "batch_size": 16,
+                                                          "crop_padding": 8, "num_iterations": 960000},
+                                             "66.43 ± 0.63% (Chen et al. 2019, Table 3)"),
+    "rfs_mini_imagenet_5w1s": Preset("finetune", {**_FINETUNE_MINI, "shots": 1, "head": "logreg", "batch_size": 64,
+                                                  "backbone": "resnet12", "crop_padding": 8, "num_iterations": 54000},
+                                     "62.02 ± 0.63% (Tian et al. 2020, Table 1, RFS-simple; SGD there, Adam here)"),
+    "rfs_mini_imagenet_5w5s": Preset("finetune", {**_FINETUNE_MINI, "shots": 5, "head": "logreg", "batch_size": 64,
+                                                  "backbone": "resnet12", "crop_padding": 8, "num_iterations": 54000},
+                                     "79.64 ± 0.44% (Tian et al. 2020, Table 1, RFS-simple; SGD there, Adam here)"),
+})
 # The names of tfmeta 0.1 (MAML, on the Omniglot split the data gives).
 PRESETS["omniglot_5w1s"] = Preset("maml", {k: v for k, v in _MAML_OMNIGLOT_5W1S.items() if k != "split"},
                                   PRESETS["maml_omniglot_5w1s"].paper)
