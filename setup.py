@@ -24,7 +24,9 @@ setuptools.setup(
     package_data={"tfmeta.data.standard": ["lists/*.md", "lists/*/*.txt", "lists/*/*.csv", "lists/*/*.tsv"]},
     install_requires=_requirements(),
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # matplotlib: the prediction plots of the amortized trainers (optional; the tests draw them).
+        "plots": ["matplotlib>=3.8"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8"],
     },
     license="Apache-2.0",
 )

@@ -1,5 +1,6 @@
 """Ensemble: the mean of the members' probabilities by hand, members' own settings, not trainable, export, workdirs."""
 
+import pathlib
 import shutil
 
 import keras
@@ -178,6 +179,13 @@ def test_a_fixed_size_ensemble_refuses_other_ways(exports):
 def _png(path, pixels):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype(np.uint8), mode="L").save(path)
+
+
+@pytest.fixture(autouse=True)
+def _checkout_importable(monkeypatch):
+    """The workdirs' `--backbone=tests.learners.test_ensemble:tiny_conv` is imported by its dotted path,
+    from the checkout (pytest puts only the test's own folder on `sys.path`)."""
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[2]))
 
 
 def _workdir(tmp_path, name, variant, data, **fields):
