@@ -26,7 +26,8 @@ setuptools.setup(
     extras_require={
         # matplotlib: the prediction plots of the amortized trainers (optional; the tests draw them).
         "plots": ["matplotlib>=3.8"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.8"],
+        # pytest-xdist: the suite runs its test files on the cores in parallel (pytest.ini).
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "matplotlib>=3.8"],
     },
     license="Apache-2.0",
 )
