@@ -5,6 +5,8 @@
     python -m trainers.cnp --dataset=sinusoid --shots=5 --num_iterations=20000
     python -m trainers.cnp --dataset=sinusoid --task_metadata --metadata_noise=0.1 --min_shots=0
     python -m trainers.cnp --dataset=omniglot --data_dir=../shared/data/omniglot --ways=5 --shots=1
+    python -m trainers.cnp --dataset=omniglot_completion --data_dir=../shared/data/omniglot   # image completion
+    python -m trainers.cnp --dataset=omniglot_completion --data_dir=../shared/data/omniglot --attention
 
 Defaults (`tfmeta.training.presets.TRAINER_DEFAULTS["cnp"]`): GP tasks with the CNP
 paper's kernel, 64 tasks per step, Adam 1e-4. The test prints the log-likelihood per
@@ -15,6 +17,18 @@ into `<workdir>/plots/` and TensorBoard. The export serves `predictions` and `st
 (and takes `task_metadata` with `--task_metadata`). On Omniglot and the other image data sets
 (`CLASSIFICATION_DEFAULTS` for the flags not given) the CNP aggregates per class and
 serves any number of classes.
+
+`--dataset=omniglot_completion` is image completion as in the CNP paper
+(`tfmeta.data.completion`): each task is one 28x28 Omniglot image, x a pixel's (row,
+column) scaled to [0, 1], y its intensity (strokes 1); the context is 1 to 200 random
+pixels (drawn per task, padded and masked), the training targets the context and 1 to
+200 other pixels, the test targets all 784. Training images are those of the training
+classes of `--split` (rotations included), validation and test images those of its
+validation and test classes; the test prints the log-likelihood and MSE per pixel over
+`--eval_episodes` (1,000) distinct test images. The pictures show, per task, the
+context pixels (unobserved ones blue), the predicted mean and stddev images and the
+true image; the export serves `support_x` [S, 2], `support_y` [S, 1] and `query_x`
+[Q, 2] (e.g. all 784 pixels) and says how to form x in its model card (`completion`).
 """
 
 from absl import app

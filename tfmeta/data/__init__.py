@@ -1,6 +1,7 @@
 """Episodic data: sources of labelled examples, episode sampling and tf.data pipelines."""
 
 from tfmeta.data.augment import AUGMENTATIONS, Augmentation, augment_episode
+from tfmeta.data.completion import CompletionEpisode, image_completion_tasks
 from tfmeta.data.episode import Episode, TaskEpisode, as_episode
 from tfmeta.data.gp import GPEpisode, gp_log_likelihood, gp_posterior, gp_tasks, gp_test_tasks
 from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
@@ -14,6 +15,7 @@ __all__ = [
     "Augmentation",
     "ClassBatchSampler",
     "ClassDataset",
+    "CompletionEpisode",
     "Episode",
     "EpisodeSampler",
     "GPEpisode",
@@ -27,6 +29,7 @@ __all__ = [
     "gp_posterior",
     "gp_tasks",
     "gp_test_tasks",
+    "image_completion_tasks",
     "read_image_files",
     "sinusoid_tasks",
 ]

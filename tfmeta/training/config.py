@@ -8,11 +8,13 @@ import re
 from tfmeta.data.splits import OMNIGLOT_SPLITS
 from tfmeta.learners import registry
 
-DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot", "folder")  # or any TFDS name
-# Regression task families: sinusoids and Gaussian-process tasks (`gp`: the CNP paper's
-# fixed kernel; `gp_anp`: the ANP paper's kernel drawn per task).
-REGRESSION_DATASETS = ("sinusoid", "gp", "gp_anp")
+DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot_completion", "omniglot", "folder")  # or any TFDS name
+# Regression task families: sinusoids, Gaussian-process tasks (`gp`: the CNP paper's
+# fixed kernel; `gp_anp`: the ANP paper's kernel drawn per task) and image completion
+# (`omniglot_completion`: pixel coordinates -> intensity, one Omniglot image per task).
+REGRESSION_DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot_completion")
 GP_DATASETS = ("gp", "gp_anp")
+COMPLETION_DATASETS = ("omniglot_completion",)
 GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
@@ -41,9 +43,11 @@ class MetaTrainConfig:
     Published settings are in `tfmeta.training.presets`.
 
     Attributes:
-        dataset: `"sinusoid"`, `"omniglot"` (the Omniglot archives or an
-            unpacked tree in `data_dir`; without `data_dir`, TFDS `omniglot`), `"folder"` (an image folder
-            `<class>/*.png` in `data_dir`) or a TFDS name.
+        dataset: `"sinusoid"`, `"gp"`, `"gp_anp"`, `"omniglot"` (the Omniglot archives or an
+            unpacked tree in `data_dir`; without `data_dir`, TFDS `omniglot`), `"omniglot_completion"`
+            (image completion tasks on the images of the same Omniglot `split`'s classes,
+            `tfmeta.data.completion`), `"folder"` (an image folder `<class>/*.png` in `data_dir`)
+            or a TFDS name.
         data_dir: where the data lives (`omniglot`, `folder`, TFDS cache).
         ways: classes per task (classification only).
         shots: support examples per class (regression: support points).
@@ -315,9 +319,10 @@ class MetaTrainConfig:
 
     def _check_amortized_fields(self, family: str) -> None:
         """The options of the amortized family (attention, generate, task metadata, min_shots)."""
-        if self.dataset in GP_DATASETS and family != "amortized":
-            raise ValueError(f"GP tasks have padded context and target sets that only the amortized learners "
-                             f"(cnp, hypernet) mask. Received: variant={self.variant!r}, dataset={self.dataset!r}")
+        if self.dataset in GP_DATASETS + COMPLETION_DATASETS and family != "amortized":
+            raise ValueError(f"{self.dataset} tasks have padded context and target sets that only the amortized "
+                             f"learners (cnp, hypernet) mask. Received: variant={self.variant!r}, "
+                             f"dataset={self.dataset!r}")
         if self.attention and self.variant != "cnp":
             raise ValueError(f"`attention` applies to Neural Processes (variant='cnp'). "
                              f"Received: variant={self.variant!r}, attention=True")
@@ -331,7 +336,8 @@ class MetaTrainConfig:
             if (self.generate == "all") != self.is_regression:
                 raise ValueError(f"generate='all' is for regression, 'head' and 'film' for classification. "
                                  f"Received: generate={self.generate!r}, dataset={self.dataset!r}")
-        if self.task_metadata and (family != "amortized" or not self.is_regression):
+        if self.task_metadata and (family != "amortized" or not self.is_regression
+                                   or self.dataset in COMPLETION_DATASETS):
             raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp). "
                              f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
         if isinstance(self.metadata_noise, bool) or not isinstance(self.metadata_noise, (int, float)) \
@@ -350,7 +356,7 @@ class MetaTrainConfig:
 
     @property
     def is_regression(self) -> bool:
-        """Whether the tasks are regression tasks (sinusoid, GP)."""
+        """Whether the tasks are regression tasks (sinusoid, GP, image completion)."""
         return self.dataset in REGRESSION_DATASETS
 
     @property

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfmeta import evaluation
 from tfmeta.data.splits import ClassSplit, load_class_split
 from tfmeta.training import distribute
-from tfmeta.training.config import GP_DATASETS, MetaTrainConfig
+from tfmeta.training.config import COMPLETION_DATASETS, GP_DATASETS, MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 
 # Validation and test tasks are drawn at steps far beyond any training step, so
@@ -51,7 +51,11 @@ class RunResult:
 
 
 def load_data(config: MetaTrainConfig) -> ClassSplit | None:
-    """The classes of a classification config (`tfmeta.data.splits.load_class_split`); None for regression."""
+    """The classes of a classification config (`tfmeta.data.splits.load_class_split`), or whose images an
+    image completion config completes (Omniglot's `config.split`); None for the other regression configs."""
+    if config.dataset in COMPLETION_DATASETS:
+        return load_class_split("omniglot", config.data_dir, config.ways, config.seed, split=config.split,
+                                image_size=config.image_size)
     if config.is_regression:
         return None
     return load_class_split(config.dataset, config.data_dir, config.ways, config.seed, split=config.split,
@@ -68,6 +72,9 @@ def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
     """
     if split is None:
         return {"input_shape": list(SINUSOID_INPUT_SHAPE), "preprocessing": None}
+    if config.dataset in COMPLETION_DATASETS:  # x: a pixel's (row, column) of the images
+        return {"input_shape": [2], "preprocessing": split.train.preprocessing.to_dict(),
+                "image_shape": list(split.train.image_shape)}
     return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict(),
             "num_classes": int(split.train.num_classes)}
 
@@ -82,6 +89,8 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
     e.g. `"finetune"`) get mini-batches of `config.batch_size` images of all
     training classes with their global labels (`class_batch_dataset`) instead of episodes.
     """
+    if config.dataset in COMPLETION_DATASETS:
+        return completion_dataset_fn(config, split.train, training=True)
     if config.dataset in GP_DATASETS:
         from tfmeta.data.gp import gp_tasks
 
@@ -142,6 +151,9 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
     """
     num_episodes = num_episodes or config.eval_episodes
     num_steps = math.ceil(num_episodes / config.meta_batch_size)
+    if config.dataset in COMPLETION_DATASETS:  # from step 0: every image once (none is a training image)
+        tasks = completion_dataset_fn(config, split.val if classes is None else classes, training=False)
+        return lambda: tasks(0).take(num_steps)
     if config.dataset in GP_DATASETS:
         gp = gp_test_dataset_fn(config, start_step, num_episodes)
         return lambda: gp().map(lambda batch: batch.task_episode(config.task_metadata))
@@ -156,6 +168,23 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
     classes = split.val if classes is None else classes
     return lambda: episode_dataset(classes, config.ways, config.shots, config.queries, config.meta_batch_size,
                                    seed=config.seed, start_step=start_step, num_steps=num_steps)
+
+
+def completion_dataset_fn(config: MetaTrainConfig, classes, training: bool):
+    """`(start_step, input_context=None) -> Dataset` of `TaskEpisode`s completing the images of `classes`
+    (`tfmeta.data.completion.completion_settings`): training tasks (the context and up to 200 other
+    pixels as targets) or test tasks (every pixel a target)."""
+    from tfmeta.data.completion import completion_settings, image_completion_tasks
+
+    images = classes.images
+    settings = completion_settings(images.shape[1:])[0 if training else 1]
+
+    def make(start_step, input_context=None):
+        tasks = image_completion_tasks(images, config.meta_batch_size, seed=config.seed, start_step=start_step,
+                                       input_context=input_context, **settings)
+        return tasks.map(lambda batch: batch.task_episode())
+
+    return make
 
 
 def gp_settings(config: MetaTrainConfig) -> tuple[dict, dict]:
@@ -245,6 +274,8 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
             options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}
+            if network is None:  # the identity on x: its size
+                options["input_dim"] = int(input_shape[0])
             if pretrained:
                 options["num_classes"] = int(num_classes)
             return learners.build(config.variant, network, **options)
@@ -301,7 +332,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
             f"Received: select={config.select!r}, patience={config.patience}"
         )
     spec = data_spec(config, split)
-    hooks = plot_hooks(config, verbose) if distribute.is_chief(strategy) else []
+    hooks = plot_hooks(config, verbose, split) if distribute.is_chief(strategy) else []
     trainer = MetaTrainer(
         config,
         build_learner=learner_fn(config, spec["input_shape"], spec.get("num_classes")),
@@ -319,6 +350,22 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
 # Test tasks drawn at each evaluation of a regression run (`plot_hooks`).
 NUM_PLOT_TASKS = 4
 PLOT_POINTS = 200  # sinusoid targets per plotted task (the GP test grid has 400)
+PLOT_CONTEXT = (10, 50, 100, 200)  # context pixels of the plotted completion tasks (at most the training's)
+
+
+def completion_plot_episodes(config: MetaTrainConfig, classes):
+    """The fixed completion tasks a run draws: the first 4 test tasks' images, every pixel a target, with
+    `PLOT_CONTEXT` context pixels (a `TaskEpisode`)."""
+    from tfmeta.data.completion import completion_settings, image_completion_tasks
+
+    most = completion_settings(classes.image_shape)[1]["num_context"][1]
+    batch = next(iter(image_completion_tasks(classes.images, NUM_PLOT_TASKS, seed=config.seed,
+                                             num_context=(most, most), num_extra_targets=None)))
+    counts = tf.constant([min(c, most) for c in PLOT_CONTEXT], tf.int32)
+    mask = tf.cast(tf.range(most)[None, :] < counts[:, None], tf.float32)  # (4, most): a prefix of each context
+    episode = batch.task_episode()
+    return episode._replace(support_x=episode.support_x * mask[..., None],
+                            support_y=episode.support_y * mask[..., None], support_mask=mask)
 
 
 def plot_episodes(config: MetaTrainConfig):
@@ -338,9 +385,10 @@ def plot_episodes(config: MetaTrainConfig):
     return batch if isinstance(batch, TaskEpisode) else TaskEpisode.from_episode(batch)
 
 
-def plot_hooks(config: MetaTrainConfig, verbose: bool = True) -> list:
+def plot_hooks(config: MetaTrainConfig, verbose: bool = True, split: ClassSplit | None = None) -> list:
     """The evaluation hooks of a run: pictures of test-task predictions for regression runs
-    (`tfmeta.training.plots`), none for classification or without matplotlib (a one-line note)."""
+    (`tfmeta.training.plots`; image completion runs draw images of `split.test`), none for
+    classification or without matplotlib (a one-line note)."""
     from tfmeta.training import plots
 
     if not config.is_regression:
@@ -351,6 +399,12 @@ def plot_hooks(config: MetaTrainConfig, verbose: bool = True) -> list:
                   flush=True)
         return []
     label = "anp" if config.attention else config.variant
+    if config.dataset in COMPLETION_DATASETS:
+        from tfmeta.data.completion import COORDINATE_RANGE
+
+        return [plots.CompletionPlotHook(completion_plot_episodes(config, split.test), config.resolved().workdir,
+                                         split.test.image_shape, COORDINATE_RANGE,
+                                         title=f"{label} on {config.dataset}")]
     return [plots.RegressionPlotHook(plot_episodes(config), config.resolved().workdir,
                                      title=f"{label} on {config.dataset}")]
 
@@ -375,6 +429,11 @@ def evaluate_on_test(learner, config: MetaTrainConfig, split: ClassSplit | None 
     classes = None if split is None else split.test
     dataset = eval_dataset_fn(config, split, start_step=TEST_START_STEP, classes=classes)
     evaluator = evaluation.Evaluator(learner)
+    if verbose and config.dataset in COMPLETION_DATASETS:
+        images = len(classes.pixels)
+        print(f"image completion of {min(images, config.eval_episodes)} distinct test images of {classes.num_classes} "
+              f"classes{' (some twice)' if images < config.eval_episodes else ''}, every pixel a target: "
+              f"log_likelihood and mse per pixel", flush=True)
     results = {}
     for steps in report_steps(config, learner):
         results[steps] = evaluator.evaluate(dataset(), config.eval_episodes, steps=steps)
@@ -468,6 +527,13 @@ def export_learner(learner, config: MetaTrainConfig, spec: dict, step: int, test
         from tfmeta.training.presets import PRESETS
 
         card["preset"] = {"name": config.preset, "paper": PRESETS[config.preset].paper}
+    if config.dataset in COMPLETION_DATASETS:  # what a client must send: pixel coordinates
+        from tfmeta.data.completion import COORDINATE_RANGE
+
+        card["completion"] = {"image_shape": spec.get("image_shape"), "preprocessing": spec.get("preprocessing"),
+                              "coordinate_range": list(COORDINATE_RANGE),
+                              "x": "(row, column) of a pixel, scaled from (0, H - 1) and (0, W - 1) to "
+                                   "coordinate_range", "y": "the pixel's intensity in [0, 1] (strokes 1)"}
     if config.is_regression:
         return export.export_few_shot_regressor(learner, config.export_dir, config.export_name,
                                                 model_card=card, inner_steps=steps)
