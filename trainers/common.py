@@ -33,7 +33,9 @@ flags.DEFINE_string("preset", None, "Start from a published configuration (`tfme
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(MetaTrainConfig)}
 _HELP = {
-    "dataset": "'sinusoid', 'omniglot' (archives or unpacked tree in --data_dir), 'folder' or a TFDS name.",
+    "dataset": "'sinusoid', 'gp', 'gp_anp', 'omniglot' (archives or unpacked tree in --data_dir), "
+               "'omniglot_completion' (CNP image completion), 'mini_imagenet', 'tiered_imagenet', 'cifar_fs', 'fc100', "
+               "'cub', 'folder' or a TFDS name.",
     "data_dir": "Where the data lives (omniglot, folder, TFDS cache).",
     "ways": "Classes per task (classification).",
     "shots": "Support examples per class (regression: support points).",
@@ -79,9 +81,11 @@ _HELP = {
     "image_size": "Side of the square images (default: the data set's usual size, or a folder's own).",
     "channels": "Folders and TFDS: 1 (greyscale) or 3 (RGB).",
     "select": "Checkpoint the final test and the export use: last, or best (best validation metric).",
-    "crop_padding": "Training augmentation: random crop after zero padding of this many pixels (0: none).",
-    "flip": "Training augmentation: random left-right flips.",
-    "color_jitter": "Training augmentation: brightness/contrast/saturation jitter strength in [0, 1].",
+    "crop_padding": "Training augmentation: random crop after zero padding of this many pixels (0: none; "
+                    "default: the data set's, tfmeta.data.AUGMENTATIONS: 8 on miniImageNet, none on Omniglot).",
+    "flip": "Training augmentation: random left-right flips (default: the data set's; --noflip: none).",
+    "color_jitter": "Training augmentation: brightness/contrast/saturation jitter strength in [0, 1] "
+                    "(0: none; default: the data set's).",
     "patience": "Stop after this many evaluations without a better validation metric (0: never).",
     "attention": "Neural Processes: the Attentive NP's self- and cross-attention (Kim et al. 2019) instead of the mean.",
     "generate": "HyperNetworks: all (every weight of the MLP; regression), head (the classifier head) or film "
@@ -147,11 +151,11 @@ def define_flags(fields=COMMON_FIELDS + GRADIENT_FIELDS, defaults=None) -> None:
             flags.DEFINE_enum(name, default, STRATEGIES, help_text)
         elif name in ENUMS:
             flags.DEFINE_enum(name, default, ENUMS[name], help_text)
-        elif kind is bool:
+        elif kind in (bool, bool | None):
             flags.DEFINE_boolean(name, default, help_text)
         elif kind in (int, int | None):
             flags.DEFINE_integer(name, default, help_text)
-        elif kind is float:
+        elif kind in (float, float | None):
             flags.DEFINE_float(name, default, help_text)
         else:
             flags.DEFINE_string(name, default, help_text)

@@ -96,3 +96,31 @@ def test_presets():
     assert preset("sinusoid").num_iterations == 70000
     with pytest.raises(ValueError, match="Received: name='imagenet'"):
         preset("imagenet")
+
+
+def test_augmentation_defaults_to_the_data_sets_and_each_field_overrides_alone():
+    from tfmeta.data import AUGMENTATIONS, Augmentation
+
+    mini = MetaTrainConfig(dataset="mini_imagenet", data_dir="unused")
+    # A config that ignored the data set (always off) or always applied one setting fails here.
+    assert mini.augmentation == AUGMENTATIONS["mini_imagenet"] == Augmentation(8, True, 0.4)
+    assert MetaTrainConfig(dataset="cifar_fs", data_dir="unused").augmentation == Augmentation(4, True, 0.4)
+    assert MetaTrainConfig(dataset="omniglot", data_dir="unused").augmentation.is_identity
+    assert MetaTrainConfig(dataset="folder", data_dir="unused").augmentation.is_identity  # no known default
+    # A field given replaces the default of that field only: --crop_padding=0 keeps the flips and jitter.
+    assert dataclasses.replace(mini, crop_padding=0).augmentation == Augmentation(0, True, 0.4)
+    assert dataclasses.replace(mini, flip=False, color_jitter=0.0).augmentation == Augmentation(8, False, 0.0)
+    assert MetaTrainConfig(dataset="omniglot", data_dir="unused", crop_padding=2).augmentation == Augmentation(2)
+    # Papers that trained without augmentation turn the data set's default off; RFS keeps it.
+    assert MetaTrainConfig(**PRESETS["maml_mini_imagenet_5w1s"].config, data_dir="unused").augmentation.is_identity
+    proto = MetaTrainConfig(**PRESETS["protonet_mini_imagenet_5w5s"].config, data_dir="unused", variant="protonet")
+    assert proto.augmentation.is_identity
+    rfs = MetaTrainConfig(**PRESETS["rfs_mini_imagenet_5w1s"].config, data_dir="unused", variant="finetune")
+    assert rfs.augmentation == Augmentation(8, True, 0.4)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(crop_padding=-1), "crop_padding"), (dict(flip="yes"), "flip"), (dict(color_jitter=1.5), "color_jitter")])
+def test_bad_augmentation_fields_name_what_was_received(kwargs, message):
+    with pytest.raises(ValueError, match=rf"`{message}` must be None.*Received: {message}="):
+        MetaTrainConfig(dataset="omniglot", data_dir="unused", **kwargs)

@@ -125,9 +125,12 @@ class MetaTrainConfig:
         channels: folders and TFDS: 1 or 3 (None: 1 for folders, the data set's own).
         crop_padding, flip, color_jitter: training-time augmentation of the
             training episodes' images (`tfmeta.data.Augmentation`: random crop
-            after zero padding, left-right flips, colour jitter; the papers'
-            settings per data set are `tfmeta.data.AUGMENTATIONS`); off at
-            validation and test.
+            after zero padding, left-right flips, colour jitter); off at
+            validation and test. None (the default): the data set's own
+            setting, as the papers train on it (`tfmeta.data.AUGMENTATIONS`:
+            none on Omniglot, folders and TFDS names; crops, flips and jitter
+            on miniImageNet, tieredImageNet, CIFAR-FS and FC100); 0 / False:
+            off. `config.augmentation` is the resolved setting.
         select: the checkpoint the final test and the export use: `"last"`, or
             `"best"` (the best validation metric: accuracy, or MSE for
             regression; needs validation classes of the split's own).
@@ -189,9 +192,9 @@ class MetaTrainConfig:
     split: str | None = None
     image_size: int | None = None
     channels: int | None = None
-    crop_padding: int = 0
-    flip: bool = False
-    color_jitter: float = 0.0
+    crop_padding: int | None = None
+    flip: bool | None = None
+    color_jitter: float | None = None
     select: str = "last"
     patience: int = 0
     attention: bool = False
@@ -262,11 +265,17 @@ class MetaTrainConfig:
             raise ValueError(f"`image_size` must be None or an integer >= 8. Received: image_size={self.image_size!r}")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"`channels` must be None, 1 or 3. Received: channels={self.channels!r}")
-        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
-            raise ValueError(f"`crop_padding` must be an integer >= 0. Received: crop_padding={self.crop_padding!r}")
-        if isinstance(self.color_jitter, bool) or not isinstance(self.color_jitter, (int, float)) \
-                or not 0.0 <= self.color_jitter <= 1.0:
-            raise ValueError(f"`color_jitter` must be a number in [0, 1]. Received: color_jitter={self.color_jitter!r}")
+        if self.crop_padding is not None and (not isinstance(self.crop_padding, int)
+                                              or isinstance(self.crop_padding, bool) or self.crop_padding < 0):
+            raise ValueError(f"`crop_padding` must be None or an integer >= 0. "
+                             f"Received: crop_padding={self.crop_padding!r}")
+        if self.flip not in (None, True, False):
+            raise ValueError(f"`flip` must be None, True or False. Received: flip={self.flip!r}")
+        if self.color_jitter is not None and (isinstance(self.color_jitter, bool)
+                                              or not isinstance(self.color_jitter, (int, float))
+                                              or not 0.0 <= self.color_jitter <= 1.0):
+            raise ValueError(f"`color_jitter` must be None or a number in [0, 1]. "
+                             f"Received: color_jitter={self.color_jitter!r}")
         if self.is_regression and (self.crop_padding or self.flip or self.color_jitter):
             raise ValueError(f"Image augmentation needs image tasks. Received: dataset={self.dataset!r}, "
                              f"crop_padding={self.crop_padding}, flip={self.flip}, color_jitter={self.color_jitter}")
@@ -353,6 +362,20 @@ class MetaTrainConfig:
                     or not 0 <= self.min_shots <= self.shots:
                 raise ValueError(f"`min_shots` must be an integer in [0, shots={self.shots}]. "
                                  f"Received: min_shots={self.min_shots!r}")
+
+    @property
+    def augmentation(self):
+        """The training episodes' `tfmeta.data.Augmentation`: each of `crop_padding`,
+        `flip` and `color_jitter` left at None takes the data set's default
+        (`tfmeta.data.AUGMENTATIONS`: none for Omniglot, folders and TFDS names;
+        MetaOptNet's and RFS's crops, flips and jitter for miniImageNet,
+        tieredImageNet, CIFAR-FS and FC100)."""
+        from tfmeta.data.augment import AUGMENTATIONS, Augmentation  # noqa: PLC0415 - imports TensorFlow
+
+        default = AUGMENTATIONS.get(self.dataset, Augmentation())
+        pick = lambda value, fallback: fallback if value is None else value
+        return Augmentation(pick(self.crop_padding, default.crop_padding), pick(self.flip, default.flip),
+                            float(pick(self.color_jitter, default.color_jitter)))
 
     @property
     def is_regression(self) -> bool:

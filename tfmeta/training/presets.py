@@ -36,9 +36,11 @@ _MAML_OMNIGLOT_5W1S = dict(dataset="omniglot", split="vinyals", ways=5, shots=1,
 _MAML_OMNIGLOT_20W1S = dict(dataset="omniglot", split="vinyals", ways=20, shots=1, queries=1, meta_batch_size=16,
                             inner_steps=5, inner_lr=0.1, eval_inner_steps=5, meta_lr=1e-3, num_iterations=60000)
 # miniImageNet: 32-filter Conv-4, 5 inner steps of 0.01 (10 at test), 15 queries per class,
-# meta-batch 4 (1-shot) or 2 (5-shot), 60,000 iterations.
+# meta-batch 4 (1-shot) or 2 (5-shot), 60,000 iterations; no augmentation (MAML, MAML++ and
+# ProtoNets predate it: the data set's default crops, flips and jitter are turned off).
+NO_AUGMENTATION = dict(crop_padding=0, flip=False, color_jitter=0.0)
 _MAML_MINI = dict(dataset="mini_imagenet", backbone="conv4_32", ways=5, queries=15, inner_steps=5, inner_lr=0.01,
-                  eval_inner_steps=10, meta_lr=1e-3, num_iterations=60000)
+                  eval_inner_steps=10, meta_lr=1e-3, num_iterations=60000, **NO_AUGMENTATION)
 # MAML++: every option of the paper (the `maml++` variant), 5 inner steps, cosine-annealed meta lr.
 _MAML_PP_OMNIGLOT = dict(dataset="omniglot", split="vinyals", variant="maml++", shots=1, queries=1, inner_steps=5,
                          inner_lr=0.1, eval_inner_steps=5, meta_batch_size=16, meta_lr=1e-3, num_iterations=60000)
@@ -47,7 +49,7 @@ _MAML_PP_OMNIGLOT = dict(dataset="omniglot", split="vinyals", variant="maml++", 
 _PROTO_OMNIGLOT = dict(dataset="omniglot", split="vinyals", shots=1, queries=15, train_ways=60, train_queries=5,
                        meta_batch_size=1, meta_lr=1e-3, num_iterations=20000)
 _PROTO_MINI = dict(dataset="mini_imagenet", ways=5, queries=15, train_queries=15, meta_batch_size=1, meta_lr=1e-3,
-                   num_iterations=30000)
+                   num_iterations=30000, **NO_AUGMENTATION)
 
 PRESETS = {
     # Sinusoid regression: MLP 40-40 (ReLU), K=5 support and K=5 query points (the

@@ -109,13 +109,13 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
                                   **sinusoid_options(config, training=True))
 
         return make
-    from tfmeta.data.augment import Augmentation, augment_episode
+    from tfmeta.data.augment import augment_episode
     from tfmeta.data.pipeline import class_batch_dataset, episode_dataset
     from tfmeta.data.sharding import TaskShard
     from tfmeta.learners import registry
 
     ways, shots, queries = config.train_episode
-    augmentation = Augmentation(config.crop_padding, config.flip, float(config.color_jitter))
+    augmentation = config.augmentation
     class_batches = registry.entry(config.variant).training_data == registry.CLASS_BATCHES
 
     def make(start_step, input_context=None):
