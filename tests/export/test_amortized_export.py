@@ -66,6 +66,27 @@ def test_stddev_and_task_metadata_match_the_eager_learner_in_both_loaders(anp_ex
     assert card["signature"]["outputs"]["stddev"]["shape"] == [None, 1]
 
 
+def test_saved_model_cli_shows_and_runs_the_regressor(anp_export, tmp_path):
+    """TF's own command-line tool sees the four inputs and two outputs and serves the eager learner's answer."""
+    anp, path = anp_export
+    cli = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
+    show = subprocess.run([cli, "show", "--dir", str(path), "--all"], capture_output=True, text=True, env=ENV,
+                          timeout=120)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for name in ("serving_default", "support_x", "support_y", "query_x", "task_metadata", "predictions", "stddev"):
+        assert name in show.stdout
+    # saved_model_cli takes Python literals; rounded so that the literal is the array.
+    request = {k: np.round(v, 3) for k, v in {**REQUEST, "task_metadata": METADATA}.items()}
+    exprs = ";".join(f"{k}={v.tolist()}" for k, v in request.items())
+    run = subprocess.run([cli, "run", "--dir", str(path), "--tag_set", "serve", "--signature_def", "serving_default",
+                          "--input_exprs", exprs, "--outdir", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = _eager(anp, request, request["task_metadata"])
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "predictions.npy"), expected["mean"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "stddev.npy"), expected["stddev"].numpy(), atol=1e-5)
+
+
 def test_zero_shot_request_and_adapt_once_predict_many(anp_export):
     anp, path = anp_export
     loaded = tf.saved_model.load(str(path))

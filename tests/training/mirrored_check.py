@@ -6,10 +6,11 @@ The gradients compared are the loop's own (`MetaTrainer.compute_gradients`: per-
 meta-gradients, reduced across replicas), before any optimizer step: Adam would hide a
 wrong gradient scale (it divides by the gradients' own size).
 
-    python tests/training/mirrored_check.py <workdir> maml fomaml maml++ reptile cnp_gp
+    python tests/training/mirrored_check.py <workdir> maml fomaml maml++ reptile cnp_gp hypernet hypernet_film
 
 `cnp_gp` is a Conditional Neural Process on GP regression tasks (`TaskEpisode`s with
-padded, masked context and target sets, no BatchNorm state).
+padded, masked context and target sets, no BatchNorm state); `hypernet` the HyperNetwork
+head on Conv-4, `hypernet_film` the HyperNetwork generating Conv-4's FiLM parameters.
 """
 
 import json
@@ -56,16 +57,20 @@ def trainer(variant, strategy, workdir):
         return gp_trainer(strategy, workdir)
     config = MetaTrainConfig(dataset="folder", data_dir="unused", ways=WAYS, shots=SHOTS, queries=QUERIES,
                              meta_batch_size=META_BATCH, inner_lr=0.1, meta_lr=1e-3, num_iterations=STEPS,
-                             eval_every=STEPS, eval_episodes=4, workdir=str(workdir), variant=variant)
+                             eval_every=STEPS, eval_episodes=4, workdir=str(workdir),
+                             variant="hypernet" if variant.startswith("hypernet") else variant)
     data = source()
-    gradient = learners.entry(variant).family == "gradient"
+    name = "hypernet" if variant.startswith("hypernet") else variant
+    gradient = learners.entry(name).family == "gradient"
     kwargs = dict(inner_steps=2 if variant in ("maml++", "reptile") else 1, inner_lr=0.1) if gradient else {}
-    head = WAYS if gradient else None  # metric learners: an embedding
+    if variant == "hypernet_film":  # FiLM scales and shifts of every BatchNorm layer, generated per task
+        kwargs = dict(generate="film")
+    head = WAYS if gradient else None  # metric and amortized learners: an embedding
     network = lambda: models.conv4(head, input_shape=(16, 16, 1), filters=8)
     if variant == "relation":  # feature maps (2x2x8) and a small relation module, both with BatchNorm
         network, kwargs = lambda: models.conv4_relation(input_shape=(16, 16, 1), filters=8), dict(filters=8)
-    build = lambda: learners.build(variant, network(), **kwargs)
-    if learners.entry(variant).training_data == learners.registry.CLASS_BATCHES:  # pre-trained on all 8 classes
+    build = lambda: learners.build(name, network(), **kwargs)
+    if learners.entry(name).training_data == learners.registry.CLASS_BATCHES:  # pre-trained on all 8 classes
         kwargs["num_classes"] = data.num_classes
         stream = lambda start, ctx: class_batch_dataset(data, WAYS * QUERIES, META_BATCH, seed=3, start_step=start,
                                                         input_context=ctx)

@@ -22,7 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("mirrored_check.py")
 
 
-VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "matching", "relation", "finetune", "cnp", "cnp_gp"]
+VARIANTS = ["maml", "fomaml", "maml++", "reptile", "protonet", "matching", "relation", "finetune", "cnp", "cnp_gp",
+            "hypernet", "hypernet_film"]
 # Learners without a network of their own to change (a CNP on raw (x, y) pairs): their
 # parameters are all extra variables, and they hold no BatchNorm state.
 WITHOUT_NETWORK_STATE = {"cnp_gp"}
@@ -37,8 +38,9 @@ def mirrored_results(tmp_path_factory):
     """Second-order MAML, first-order MAML, MAML++ (per-step BatchNorm statistics), Reptile,
     Prototypical and Matching Networks and the CNP classifier (Conv-4, 8 filters, 16x16, BatchNorm),
     Relation Networks (their embedding, 8 filters, and a relation module with BatchNorm), the
-    fine-tuning baseline (pre-training batches of all 8 classes) and a CNP on GP tasks (padded sets
-    under masks), on 2 replicas (2 tasks each) and on one device (4 tasks)."""
+    fine-tuning baseline (pre-training batches of all 8 classes), a CNP on GP tasks (padded sets
+    under masks) and the HyperNetwork head and FiLM generator on Conv-4, on 2 replicas (2 tasks each)
+    and on one device (4 tasks)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     # The script's own folder comes first on its sys.path: put this checkout's tfmeta before any installed one.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
