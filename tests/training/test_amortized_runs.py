@@ -122,3 +122,20 @@ def test_names_and_regression_flags():
     assert MetaTrainConfig(variant="cnp", dataset="gp", attention=True).resolved().workdir == "runs/anp_gp"
     assert MetaTrainConfig(variant="cnp", dataset="gp_anp").is_regression
     assert MetaTrainConfig(variant="hypernet", task_metadata=True).metadata_dim == 2
+
+
+def test_gp_validation_and_test_tasks_do_not_depend_on_the_meta_batch_size():
+    """CNP (64 tasks per step) and ANP (16) runs of one seed are validated and tested on the same
+    tasks, so their gaps to the exact GP are compared on the same functions and contexts."""
+    from tfmeta.training import runner
+
+    first = lambda dataset: next(iter(dataset))
+    cnp = MetaTrainConfig(dataset="gp", variant="cnp", meta_batch_size=64, eval_episodes=100)
+    anp = dataclasses.replace(cnp, meta_batch_size=16, attention=True)
+    for make in (runner.gp_test_dataset_fn, runner.eval_dataset_fn):
+        a, b = first(make(cnp)()), first(make(anp)())
+        np.testing.assert_array_equal(a.query_y, b.query_y)
+        np.testing.assert_array_equal(a.support_x, b.support_x)
+    # Another seed draws other tasks (the stream is not a constant).
+    other = first(runner.gp_test_dataset_fn(dataclasses.replace(cnp, seed=1))())
+    assert not np.allclose(other.query_y, first(runner.gp_test_dataset_fn(cnp)()).query_y)

@@ -195,12 +195,19 @@ def gp_settings(config: MetaTrainConfig) -> tuple[dict, dict]:
     return (gp.CNP_SETTING, gp.CNP_TEST_SETTING) if config.dataset == "gp" else (gp.ANP_SETTING, gp.ANP_TEST_SETTING)
 
 
+# Tasks per meta-batch of the GP validation and test streams, whatever the run's
+# `meta_batch_size`: the GP generator draws a meta-batch at once, so a fixed size gives every
+# run of a seed the same validation and test tasks (CNP and ANP compared on the same tasks).
+GP_EVAL_BATCH = 40
+
+
 def gp_test_dataset_fn(config: MetaTrainConfig, start_step=TEST_START_STEP, num_episodes=None):
-    """`() -> Dataset` of `GPEpisode`s (kernel parameters included) of unseen GP tasks: 400 grid targets."""
+    """`() -> Dataset` of `GPEpisode`s (kernel parameters included) of unseen GP tasks: 400 grid
+    targets, in meta-batches of `GP_EVAL_BATCH` (the same tasks for any `meta_batch_size`)."""
     from tfmeta.data.gp import gp_test_tasks
 
-    num_steps = math.ceil((num_episodes or config.eval_episodes) / config.meta_batch_size)
-    return lambda: gp_test_tasks(config.meta_batch_size, seed=config.seed, start_step=start_step,
+    num_steps = math.ceil((num_episodes or config.eval_episodes) / GP_EVAL_BATCH)
+    return lambda: gp_test_tasks(GP_EVAL_BATCH, seed=config.seed, start_step=start_step,
                                  **gp_settings(config)[1]).take(num_steps)
 
 
