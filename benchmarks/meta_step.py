@@ -1,14 +1,16 @@
-"""Time of one compiled meta-step (meta-gradient + Adam update) on Conv-4: MAML and Prototypical Networks.
+"""Time of one compiled meta-step (meta-gradient + Adam update): MAML, Prototypical Networks, CNP, HyperNetwork.
 
     python -m benchmarks.meta_step
     python -m benchmarks.meta_step --configs=maml2_1step --repeats=9
+    python -m benchmarks.meta_step --configs=cnp_gp,hypernet_5w1s --repeats=21
     python -m benchmarks.meta_step --strategy=mirrored --logical_devices=2
 
 The step is the trainer's own: `tfmeta.training.loop.MetaTrainer.train_step`
 (`strategy.run(learner.meta_gradients)`, mean across replicas, finiteness check,
-`optimizer.apply` with Adam, BatchNorm statistics assigned), on a Conv-4 learner,
-28x28x1 images, 5-way 1-shot with 15 queries per class, inner lr 0.4, on synthetic
-random meta-batches of the right shapes (the data pipeline has its own benchmark,
+`optimizer.apply` with Adam, BatchNorm statistics assigned). The image
+configurations run a Conv-4 learner on 28x28x1 images, 5-way 1-shot with 15
+queries per class (inner lr 0.4 for MAML), on synthetic random meta-batches of
+the right shapes (the data pipeline has its own benchmark,
 `benchmarks.data_pipeline`). Configurations:
 
 - `maml2_1step`: second-order MAML, 1 inner step;
@@ -17,10 +19,21 @@ random meta-batches of the right shapes (the data pipeline has its own benchmark
 - `proto_5w1s`: Prototypical Networks (Conv-4 embedding), one 5-way 1-shot episode with
   15 queries per class per step (the ProtoNet trainer's meta-batch of 1);
 - `proto_60w5s`: the same, one 60-way 5-shot episode with 5 queries per class (Snell
-  et al.'s Omniglot training episodes).
+  et al.'s Omniglot training episodes);
+- `cnp_gp`: a Conditional Neural Process (`ConditionalNeuralProcess` as the `cnp`
+  trainer builds it for `--dataset=gp`: encoder MLP 128x4, mean over the context,
+  decoder 128-128-2, Adam 1e-4) on one real meta-batch of the trainer's GP tasks
+  (the first of its stream, seed 0: context and targets padded to 9 and 18 points
+  under masks, 6 and 13 real in that batch);
+- `hypernet_5w1s`: a HyperNetwork classifier head (`HyperHead`, `hypernet
+  --generate=head`: Conv-4 embedding, a generator MLP 64-128-65 per class, Adam 1e-3),
+  5-way 1-shot tasks with 15 queries per class, synthetic images.
 
-The MAML configurations take `--meta_batch_size` tasks per step; the ProtoNet ones one
-episode (`ms_per_episode` is printed for them: one step is one episode).
+The MAML, CNP and HyperNetwork configurations take `--meta_batch_size` tasks per step,
+by default their trainers' (`DEFAULT_META_BATCH_SIZE`: 32 for MAML, Finn et al.'s Omniglot
+5-way 1-shot; 64 for `cnp_gp`, `TRAINER_DEFAULTS["cnp"]`; 32 for `hypernet_5w1s`,
+`CLASSIFICATION_DEFAULTS`); the ProtoNet ones one episode (`ms_per_episode` is printed
+for them: one step is one episode).
 
 After compilation and `--warmup` untimed steps, `--repeats` steps are timed one by one;
 one line per configuration gives the median:
@@ -33,10 +46,13 @@ never goes down, so later lines include the earlier configurations) and
 is the step's compilation and working memory.
 
 When PyTorch is importable (it is not a tfmeta dependency), the same step written
-idiomatically with `torch.func` (`benchmarks.torch_reference`) is timed in the same
-run, in a child process (PyTorch next to TensorFlow's thread pools in one process
-runs several times slower), its repeats interleaved with TensorFlow's (TF step,
-torch step, TF step, ...) so that both see the same machine load; two more lines:
+idiomatically in PyTorch (`benchmarks.torch_reference`: `torch.func` for MAML, plain
+`nn.Module`s batched over the tasks for the CNP and the HyperNetwork head; its
+`--check` verifies that they compute tfmeta's loss and gradients; the CNP's gets the
+same GP meta-batch, through a `.npz` file) is timed in the same run, in a child
+process (PyTorch next to TensorFlow's thread pools in one process runs several
+times slower), its repeats interleaved with TensorFlow's (TF step, torch step, TF
+step, ...) so that both see the same machine load; two more lines:
 `config=torch_<name> ms_per_meta_step=<median> peak_rss_mb=<child's peak> start_rss_mb=<...>` and
 `config=<name> tf_over_torch=<ratio of the medians>`.
 
@@ -44,10 +60,18 @@ Threads: TensorFlow gets `--intra_op_threads` / `--inter_op_threads`, by default
 the trainers' defaults (1, and one per core: the tasks of the meta-batch run in
 parallel); PyTorch gets `--torch_threads` / `--torch_interop_threads`, by default
 its own defaults (one thread per core, its fastest here). Each framework runs as
-it is fastest, as a user would run it.
+it is fastest, as a user would run it. On a machine busy with other work (more
+runnable threads than cores) PyTorch's OpenMP threads wait for each other at every
+op and one thread is much faster (measured under a load of 8 on 2 cores: the CNP
+step 15 ms with `--torch_threads=1`, 170-1200 ms with 2; the HyperNetwork one, 4
+tasks, 1.0-1.6 s against 1.8-5.8 s): pass `--torch_threads=1` there, and for
+`hypernet_5w1s` `--torch_hypernet_per_task` (32 tasks one at a time with one
+thread: 4.0 s against 9.0 s for the batched pass, whose activations are far out of
+cache).
 """
 
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -57,6 +81,7 @@ import time
 from absl import app, flags
 
 from benchmarks.common import check_configs, peak_rss_mb, rss_mb
+from tfmeta.training.presets import CLASSIFICATION_DEFAULTS, PRESETS, TRAINER_DEFAULTS
 from trainers import common
 
 CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
@@ -65,20 +90,35 @@ CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
     "fomaml_1step": ("maml", 5, 1, 15, 1, True),
     "proto_5w1s": ("protonet", 5, 1, 15, None, None),
     "proto_60w5s": ("protonet", 60, 5, 5, None, None),
+    "cnp_gp": ("cnp", None, None, None, None, None),  # GP regression: the points come from the generator
+    "hypernet_5w1s": ("hypernet", 5, 1, 15, None, None),
 }
 IMAGE_SHAPE, INNER_LR = (28, 28, 1), 0.4
+# Tasks per meta-step without --meta_batch_size: the trainers' defaults (ProtoNet: one episode, always).
+DEFAULT_META_BATCH_SIZE = {
+    "maml": PRESETS["maml_omniglot_5w1s"].config["meta_batch_size"],  # 32
+    "cnp": TRAINER_DEFAULTS["cnp"]["meta_batch_size"],  # 64
+    "hypernet": CLASSIFICATION_DEFAULTS["meta_batch_size"],  # 32
+}
 
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
 flags.DEFINE_integer("repeats", 5, "Timed meta-steps per configuration; the median is printed.")
 flags.DEFINE_integer("warmup", 1, "Untimed meta-steps after the compiling one.")
-flags.DEFINE_integer("meta_batch_size", 32, "Tasks per meta-step (global, over all replicas).")
+flags.DEFINE_integer("meta_batch_size", None, "Tasks per meta-step (global, over all replicas) of the MAML, CNP "
+                     "and HyperNetwork configurations; default: their trainers' (DEFAULT_META_BATCH_SIZE).",
+                     lower_bound=1)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy.")
 flags.DEFINE_integer("logical_devices", 1, "Split the CPU into this many logical devices (mirrored replicas).")
 common.define_thread_flags()  # --intra_op_threads / --inter_op_threads, the trainers' own
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).", lower_bound=0)
 flags.DEFINE_integer("torch_interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).",
                      lower_bound=0)
-flags.DEFINE_bool("torch", True, "Also time the torch.func reference when PyTorch is importable.")
+flags.DEFINE_bool("torch", True, "Also time the PyTorch reference when PyTorch is importable.")
+flags.DEFINE_bool(
+    "torch_hypernet_per_task", False,
+    "torch reference of hypernet_5w1s: a loop over the tasks instead of one pass over the meta-batch (the same "
+    "numbers; measured 2x faster with --torch_threads=1, 3x slower with 2 threads on a busy machine).",
+)
 flags.DEFINE_bool(
     "torch_vmap", False,
     "torch reference: vmap over the tasks instead of a Python loop (it works, but measured 3-4x slower and 5x "
@@ -102,17 +142,77 @@ def random_episode(meta_batch_size: int, ways: int, shots: int, queries: int, se
     )
 
 
-def tasks_per_step(name: str, meta_batch_size: int) -> int:
-    """`--meta_batch_size` for MAML, one episode for ProtoNet."""
-    return meta_batch_size if CONFIGS[name][0] == "maml" else 1
+def tasks_per_step(name: str, meta_batch_size: int | None) -> int:
+    """One episode for ProtoNet; otherwise `meta_batch_size`, or the trainer's default if None."""
+    learner = CONFIGS[name][0]
+    if learner == "protonet":
+        return 1
+    return meta_batch_size or DEFAULT_META_BATCH_SIZE[learner]
 
 
-def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
+def gp_batch(config):
+    """The first meta-batch of the `cnp` trainer's GP task stream for `config` (its own
+    `train_dataset_fn`, seed `config.seed`): a `TaskEpisode` of numpy arrays, masks included."""
+    from tfmeta.training import runner
+
+    batch = next(iter(runner.train_dataset_fn(config)(0)))
+    return type(batch)(*(t.numpy() for t in batch))
+
+
+def amortized_trainer(name: str, strategy, meta_batch_size: int, workdir: str, batch_file: str | None):
+    """The trainer and the host meta-batch of `cnp_gp` or `hypernet_5w1s`, built as
+    `python -m trainers.cnp` (GP) or `python -m trainers.hypernet --generate=head` (images) build them:
+    the runner's `learner_fn` and `optimizer_fn` on the trainer's defaults.
+
+    Args:
+        name: the configuration.
+        strategy: the `tf.distribute` strategy.
+        meta_batch_size: tasks per step.
+        workdir: the trainer's directory (nothing is written there).
+        batch_file: where to save the GP meta-batch for the torch reference (`numpy.savez`), or None.
+
+    Returns:
+        `(trainer, batch)`: a `MetaTrainer` and a `TaskEpisode` (GP) or `Episode` of numpy arrays.
+    """
+    import numpy as np
+
+    from tfmeta.training import runner
+    from tfmeta.training.config import MetaTrainConfig
+    from tfmeta.training.loop import MetaTrainer
+
+    learner, ways, shots, queries, _, _ = CONFIGS[name]
+    if learner == "cnp":
+        config = MetaTrainConfig(variant="cnp", workdir=workdir,
+                                 **{**TRAINER_DEFAULTS["cnp"], "meta_batch_size": meta_batch_size})
+        batch = gp_batch(config)
+        if batch_file is not None:
+            np.savez(batch_file, **{field: getattr(batch, field) for field in batch._fields if field != "metadata"})
+        input_shape = runner.data_spec(config, None)["input_shape"]
+    else:
+        config = MetaTrainConfig(variant="hypernet", generate="head", dataset="synthetic", workdir=workdir,
+                                 **{**CLASSIFICATION_DEFAULTS, "ways": ways, "shots": shots, "queries": queries,
+                                    "meta_batch_size": meta_batch_size})
+        batch = random_episode(meta_batch_size, ways, shots, queries)
+        input_shape = IMAGE_SHAPE
+    trainer = MetaTrainer(config, runner.learner_fn(config, input_shape), train_dataset=None,
+                          build_optimizer=runner.optimizer_fn(config), strategy=strategy, verbose=False)
+    return trainer, batch
+
+
+def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batch_file: str | None = None):
     """The trainer's compiled meta-step for configuration `name` and its input.
+
+    Args:
+        name: the configuration.
+        strategy: the `tf.distribute` strategy.
+        meta_batch_size: `--meta_batch_size` (None: the trainer's default).
+        workdir: the trainer's directory.
+        batch_file: `cnp_gp`: where to save its GP meta-batch for the torch reference.
 
     Returns:
         `(step, batch)`: `step(batch)` runs one meta-update; `batch` is the
-        synthetic meta-batch, distributed over the strategy's replicas.
+        meta-batch (synthetic, or the GP generator's), distributed over the
+        strategy's replicas.
     """
     import tensorflow as tf
 
@@ -123,21 +223,26 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
 
     learner, ways, shots, queries, inner_steps, first_order = CONFIGS[name]
     meta_batch_size = tasks_per_step(name, meta_batch_size)
-    if learner == "protonet":
-        inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
-    config = MetaTrainConfig(
-        dataset="synthetic", ways=ways, shots=shots, queries=queries, meta_batch_size=meta_batch_size,
-        inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order,
-        variant="fomaml" if first_order else "maml", workdir=workdir,
-    )
-    if learner == "protonet":
-        build = lambda: PrototypicalNetwork(conv4(None, IMAGE_SHAPE))
+    if learner in ("cnp", "hypernet"):
+        trainer, episode = amortized_trainer(name, strategy, meta_batch_size, workdir, batch_file)
     else:
-        build = lambda: MAML(conv4(ways, IMAGE_SHAPE), inner_steps=inner_steps, inner_lr=INNER_LR,
-                             first_order=first_order)
-    trainer = MetaTrainer(config, build, train_dataset=None, strategy=strategy, verbose=False)
-    episode = random_episode(meta_batch_size, ways, shots, queries)
-    dataset = tf.data.Dataset.from_tensors(tuple(episode)).unbatch().batch(meta_batch_size).repeat()
+        if learner == "protonet":
+            inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
+        config = MetaTrainConfig(
+            dataset="synthetic", ways=ways, shots=shots, queries=queries, meta_batch_size=meta_batch_size,
+            inner_steps=inner_steps, inner_lr=INNER_LR, first_order=first_order,
+            variant="fomaml" if first_order else "maml", workdir=workdir,
+        )
+        if learner == "protonet":
+            build = lambda: PrototypicalNetwork(conv4(None, IMAGE_SHAPE))
+        else:
+            build = lambda: MAML(conv4(ways, IMAGE_SHAPE), inner_steps=inner_steps, inner_lr=INNER_LR,
+                                 first_order=first_order)
+        trainer = MetaTrainer(config, build, train_dataset=None, strategy=strategy, verbose=False)
+        episode = random_episode(meta_batch_size, ways, shots, queries)
+    # from_tensor_slices, not from_tensors(...).unbatch(): unbatching the GP batch's zero-width
+    # `metadata` (tasks, 0) crashes TensorFlow 2.21 (segmentation fault).
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(episode)).batch(meta_batch_size).repeat()
     batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
     batch = type(episode)(*batch)
 
@@ -149,19 +254,35 @@ def tf_step(name: str, strategy, meta_batch_size: int, workdir: str):
 
 
 class TorchChild:
-    """The `torch.func` reference step of configuration `name`, in a child process.
+    """The PyTorch reference step of configuration `name` (`benchmarks.torch_reference`), in a child process.
 
     Calling it runs one meta-step there and returns its time in ms (measured by
     the child around the step only).
+
+    Args:
+        name: the configuration.
+        meta_batch_size: `--meta_batch_size` (None: the trainer's default).
+        threads, interop_threads: torch's thread counts (0: its defaults).
+        use_vmap: MAML: vmap over the tasks.
+        batch_file: `cnp_gp`: the GP meta-batch `tf_step` saved.
+        hypernet_per_task: `hypernet_5w1s`: a loop over the tasks instead of one pass over the meta-batch.
     """
 
-    def __init__(self, name: str, meta_batch_size: int, threads: int, interop_threads: int, use_vmap: bool):
+    def __init__(self, name: str, meta_batch_size: int | None, threads: int, interop_threads: int, use_vmap: bool,
+                 batch_file: str | None = None, hypernet_per_task: bool = False):
         learner, ways, shots, queries, inner_steps, first_order = CONFIGS[name]
+        args = [f"--learner={learner}", f"--meta_batch_size={tasks_per_step(name, meta_batch_size)}",
+                f"--threads={threads}", f"--interop_threads={interop_threads}"]
+        if learner == "cnp":
+            args.append(f"--batch_file={batch_file}")
+        else:
+            args += [f"--ways={ways}", f"--shots={shots}", f"--queries={queries}"]
+        if learner == "maml":
+            args += [f"--inner_steps={inner_steps}", f"--first_order={first_order}", f"--vmap={use_vmap}"]
+        if learner == "hypernet":
+            args.append(f"--hypernet_per_task={hypernet_per_task}")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.torch_reference", "--serve", f"--learner={learner}", f"--ways={ways}",
-             f"--shots={shots}", f"--queries={queries}", f"--inner_steps={inner_steps or 1}",
-             f"--first_order={bool(first_order)}", f"--meta_batch_size={tasks_per_step(name, meta_batch_size)}",
-             f"--threads={threads}", f"--interop_threads={interop_threads}", f"--vmap={use_vmap}"],
+            [sys.executable, "-m", "benchmarks.torch_reference", "--serve", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.banner = self._read("ready")
@@ -220,20 +341,21 @@ def main(argv):
     print(
         f"# tensorflow {tf.__version__} intra_op_threads={flag.intra_op_threads or 'default'} "
         f"inter_op_threads={flag.inter_op_threads or 'default'} strategy={flag.strategy} "
-        f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size}",
+        f"replicas={strategy.num_replicas_in_sync} meta_batch_size={flag.meta_batch_size or 'trainer_default'}",
         flush=True,
     )
 
     for name in flag.configs:
         child = None
         with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
-            step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir)
+            batch_file = os.path.join(workdir, "gp_batch.npz") if CONFIGS[name][0] == "cnp" else None
+            step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir, batch_file)
             start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
             if use_torch:
                 child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
-                                   flag.torch_vmap)
+                                   flag.torch_vmap, batch_file, flag.torch_hypernet_per_task)
                 if name == flag.configs[0]:
                     print(f"# {child.banner} vmap={flag.torch_vmap} (child process)", flush=True)
                 for _ in range(1 + flag.warmup):
@@ -244,7 +366,7 @@ def main(argv):
                 if child is not None:
                     times["torch"].append(child())
         tf_ms = statistics.median(times["tf"])
-        unit = "ms_per_meta_step" if CONFIGS[name][0] == "maml" else "ms_per_episode"
+        unit = "ms_per_episode" if CONFIGS[name][0] == "protonet" else "ms_per_meta_step"
         print(f"config={name} {unit}={tf_ms:.1f} peak_rss_mb={peak_rss_mb():.0f} "
               f"start_rss_mb={start_rss:.0f}", flush=True)
         if child is not None:
