@@ -77,12 +77,7 @@ def regression_figure(episodes: TaskEpisode, mean, stddev=None, title: str = "",
         axes.set_title(f"task {t}", fontsize=9)
         if t == 0:
             axes.legend(fontsize=7, loc="best")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png(figure, title)
 
 
 # Unobserved pixels of the context picture (a muted blue: not a grey level the images use).
@@ -150,12 +145,7 @@ def completion_figure(episodes: TaskEpisode, mean, stddev, image_shape, coordina
                             interpolation="nearest")
                 label = name
             axes.set_title(label, fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png(figure, title)
 
 
 def predict_tasks(learner, episodes: TaskEpisode, training: bool):
@@ -239,3 +229,14 @@ class CompletionPlotHook(RegressionPlotHook):
 
     def figure(self, mean, stddev, title: str) -> bytes:
         return completion_figure(self.episodes, mean, stddev, self.image_shape, self.coordinate_range, title=title)
+
+
+def _png(figure, title: str | None) -> bytes:
+    """The figure, titled, laid out and encoded as PNG bytes."""
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
