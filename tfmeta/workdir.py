@@ -80,7 +80,7 @@ def restore(workdir, data_dir=None, which: str | None = None) -> Restored:
 
     keras.utils.set_random_seed(config.seed)
     with distribute.mixed_precision_scope(config.mixed_precision):
-        learner = runner.learner_fn(config, spec["input_shape"], spec.get("num_classes"))()
+        learner = runner.learner_fn(config, spec["input_shape"], spec.get("num_classes"), spec.get("metadata_dim"))()
     model_ids = {id(v) for v in learner.model.variables}
     checkpoint = tf.train.Checkpoint(model=learner.model,
                                      algorithm_variables=[v for v in learner.variables if id(v) not in model_ids],

@@ -16,7 +16,9 @@ evaluation draws fixed test tasks (mean ± 2 stddev, the true function, the cont
 into `<workdir>/plots/` and TensorBoard. The export serves `predictions` and `stddev`
 (and takes `task_metadata` with `--task_metadata`). On Omniglot and the other image data sets
 (`CLASSIFICATION_DEFAULTS` for the flags not given) the CNP aggregates per class and
-serves any number of classes.
+serves any number of classes; with `--task_metadata --export_dir=` (Omniglot from
+`--data_dir`, or a folder with a `metadata.json`) it also conditions on each class's
+metadata (Omniglot: the one-hot of its alphabet).
 
 `--dataset=omniglot_completion` is image completion as in the CNP paper
 (`tfmeta.data.completion`): each task is one 28x28 Omniglot image, x a pixel's (row,

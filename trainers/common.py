@@ -90,7 +90,8 @@ _HELP = {
     "attention": "Neural Processes: the Attentive NP's self- and cross-attention (Kim et al. 2019) instead of the mean.",
     "generate": "HyperNetworks: all (every weight of the MLP; regression), head (the classifier head) or film "
                 "(FiLM scales and shifts of Conv-4's BatchNorm layers); default all for regression, head otherwise.",
-    "task_metadata": "Condition on each task's description (sinusoid: amplitude and phase; GP: the kernel's scales).",
+    "task_metadata": "Condition on each task's description (sinusoid: amplitude and phase; GP: the kernel's scales; "
+                     "omniglot: each class's one-hot alphabet; folder: its metadata.json; needs --export_dir=).",
     "metadata_noise": "Standard deviation of the noise on the sinusoid description (0: exact).",
     "min_shots": "Sinusoid training tasks: draw the number of support points per task in [min_shots, shots] "
                  "(0 also trains prediction from the description alone).",

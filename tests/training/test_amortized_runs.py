@@ -139,3 +139,52 @@ def test_gp_validation_and_test_tasks_do_not_depend_on_the_meta_batch_size():
     # Another seed draws other tasks (the stream is not a constant).
     other = first(runner.gp_test_dataset_fn(dataclasses.replace(cnp, seed=1))())
     assert not np.allclose(other.query_y, first(runner.gp_test_dataset_fn(cnp)()).query_y)
+
+
+# ------------------------------------------------------------ class metadata (classification)
+
+
+def test_cnp_classifier_conditions_on_omniglot_alphabets(tmp_path, capsys):
+    """A CNPClassifier run with `task_metadata` on an Omniglot tree: its episodes carry each class's
+    one-hot alphabet, the learner is built with that size, and it trains, validates and tests."""
+    from tests.conftest import write_omniglot_tree
+    from tfmeta import workdir
+
+    root = write_omniglot_tree(tmp_path / "omniglot", {"Greek": 3, "Latin": 3, "Early_Aramaic": 3, "Sanskrit": 2,
+                                                       "Tagalog": 2}, images_per_character=3, size=28)
+    config = quick(tmp_path, dataset="omniglot", data_dir=str(root), ways=3, shots=1, queries=2, meta_batch_size=2,
+                   num_iterations=2, eval_every=2, eval_episodes=4, task_metadata=True)
+    result = run(config)
+    trainer = result.trainer
+    assert trainer.data_spec["metadata_dim"] == 5 and trainer.learner.metadata_dim == 5
+    batch = next(iter(trainer.train_dataset_fn(0, None)))
+    assert batch.metadata.shape == (2, 3, 5)
+    np.testing.assert_array_equal(tf.reduce_sum(batch.metadata, -1), np.ones((2, 3)))  # one alphabet per class
+    assert [r["step"] for r in result.history] == [2] and "val/accuracy" in result.history[-1]
+    assert 0.0 <= result.test_results[None]["accuracy"][0] <= 1.0
+    restored = workdir.restore(config.workdir)  # rebuilt from config.json's data spec, metadata size included
+    assert restored.learner.metadata_dim == 5
+
+
+def test_class_metadata_errors_name_what_was_received(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "f" / name / f"{i}.png")
+    config = quick(tmp_path, dataset="folder", data_dir=str(tmp_path / "f"), ways=2, shots=1, queries=1,
+                   task_metadata=True)
+    with pytest.raises(ValueError, match=r"`task_metadata` needs classes with metadata of one size .*"
+                                         r"a folder: its metadata.json\). Received: dataset='folder', data_dir=.*"
+                                         r"metadata_dim by part=\{'train': None, 'val': None, 'test': None\}"):
+        build_trainer(config, verbose=False)
+    with pytest.raises(ValueError, match=r"needs export_dir=''.*Received: export_dir='saved_models', "
+                                         r"dataset='omniglot'"):
+        MetaTrainConfig(variant="cnp", dataset="omniglot", data_dir="x", task_metadata=True)
+    with pytest.raises(ValueError, match=r"Received: variant='protonet', dataset='omniglot'"):
+        MetaTrainConfig(variant="protonet", dataset="omniglot", data_dir="x", task_metadata=True, export_dir="")
+    with pytest.raises(ValueError, match=r"Received: variant='cnp', dataset='mini_imagenet'"):
+        MetaTrainConfig(variant="cnp", dataset="mini_imagenet", data_dir="x", task_metadata=True, export_dir="")
+    hypernet = MetaTrainConfig(variant="hypernet", dataset="omniglot", data_dir="x", task_metadata=True, export_dir="")
+    assert hypernet.metadata_dim is None  # classification: the size comes from the data

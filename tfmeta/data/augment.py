@@ -108,7 +108,8 @@ def augment_episode(episode: Episode, augmentation: Augmentation, seed: int, ste
     returned unchanged.
 
     Args:
-        episode: a classification `Episode` of images in `[0, 1]`, batched
+        episode: a classification `Episode` (or `TaskEpisode`, whose masks and
+            metadata are kept) of images in `[0, 1]`, batched
             (`support_x` `(tasks, n, H, W, C)`) or a single task
             (`(n, H, W, C)`).
         augmentation: an `Augmentation`; if it does nothing, `episode` is
@@ -164,7 +165,7 @@ def augment_episode(episode: Episode, augmentation: Augmentation, seed: int, ste
         support, query = support[0], query[0]
     support.set_shape(episode.support_x.shape)  # keep the static shapes (support_size, ...)
     query.set_shape(episode.query_x.shape)
-    return Episode(support, episode.support_y, query, episode.query_y)
+    return episode._replace(support_x=support, query_x=query)  # a TaskEpisode keeps its masks and metadata
 
 
 # Uniforms drawn per image: crop row and column offsets, flip, three jitter factors, three

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfmeta.data.episode import Episode
+from tfmeta.data.episode import Episode, TaskEpisode
 from tfmeta.data.sampling import ClassBatchSampler, EpisodeSampler
 from tfmeta.data.sharding import TaskShard
 from tfmeta.data.sources import ClassDataset
@@ -78,6 +78,7 @@ def episode_dataset(
     start_step: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     num_steps: int | None = None,
+    metadata: bool = False,
 ) -> tf.data.Dataset:
     """Meta-batches of `ways`-way `shots`-shot classification episodes.
 
@@ -94,17 +95,23 @@ def episode_dataset(
             `input_context.get_per_replica_batch_size(meta_batch_size)` tasks.
         num_steps: None for an infinite stream, or the number of steps to yield
             (e.g. a fixed set of evaluation episodes).
+        metadata: whether to yield `TaskEpisode`s carrying the class metadata of
+            `source` (`ClassDataset.class_metadata`) in each task's label order.
 
     Returns:
         A `tf.data.Dataset` of `Episode` with static shapes: `support_x`
         `(B, ways*shots, H, W, C)` float32, `support_y` `(B, ways*shots)` int32,
         `query_x` `(B, ways*queries, H, W, C)` float32, `query_y` `(B, ways*queries)`
-        int32. Task `t` of step `s` depends only on `(seed, s, t)`.
+        int32. Task `t` of step `s` depends only on `(seed, s, t)`. With
+        `metadata=True`: `TaskEpisode`s with the same four fields, all-ones masks
+        and `metadata` float32 `(B, ways, M)`, whose row `k` of a task is the
+        metadata of the class labelled `k` in it (the same episodes as without).
 
     Raises:
         ValueError: on `ways < 2`, `shots < 1`, `queries < 1`, a bad
-            `meta_batch_size`/`start_step`/`num_steps`, fewer classes than `ways`, or a
-            class with fewer than `shots + queries` images.
+            `meta_batch_size`/`start_step`/`num_steps`, fewer classes than `ways`, a
+            class with fewer than `shots + queries` images, or `metadata=True` with
+            a source without class metadata.
 
     Example:
 
@@ -112,31 +119,44 @@ def episode_dataset(
     train = episode_dataset(omniglot_train, ways=5, shots=1, queries=15, meta_batch_size=32)
     episode = next(iter(train))
     episode.support_x.shape   # (32, 5, 28, 28, 1)
+    with_alphabets = episode_dataset(omniglot_train, 5, 1, 15, 32, metadata=True)
+    next(iter(with_alphabets)).metadata.shape   # (32, 5, num_alphabets): one-hot alphabets, by label
     ```
     """
     if not isinstance(start_step, int) or start_step < 0:
         raise ValueError(f"`start_step` must be a non-negative integer. Received: start_step={start_step!r}")
     if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
         raise ValueError(f"`num_steps` must be None or a positive integer. Received: num_steps={num_steps!r}")
+    if metadata and source.class_metadata is None:
+        raise ValueError(f"`metadata=True` needs a source with class metadata; {source!r} has none. "
+                         f"Received: metadata={metadata!r}, source.class_metadata=None")
     sampler = EpisodeSampler(source.class_offsets, ways, shots, queries, seed, source.class_names)
     shard = TaskShard.from_context(meta_batch_size, input_context)
     batch = shard.tasks
 
-    def gather(element: np.int64) -> tuple[np.ndarray, np.ndarray]:
+    def gather(element: np.int64) -> tuple[np.ndarray, ...]:
         with _counted_call():
             steps, first_task = shard.locate(int(element))
             support, query = sampler.sample_batch(start_step + steps, range(first_task, first_task + batch))
-            return source.gather(support), source.gather(query)  # (B, N*K, H, W, C), (B, N*Q, H, W, C) float32
+            images = (source.gather(support), source.gather(query))  # (B, N*K, H, W, C), (B, N*Q, H, W, C) float32
+            if not metadata:
+                return images
+            # Label k owns support[:, k*K:(k+1)*K]; the class holding its first image is label k's class.
+            classes = np.searchsorted(source.class_offsets, support[:, ::shots], side="right") - 1  # (B, N)
+            return (*images, source.class_metadata[classes])  # ..., (B, N, M) float32
 
     support_y = tf.constant(np.tile(sampler.support_labels, (batch, 1)))  # (B, N*K)
     query_y = tf.constant(np.tile(sampler.query_labels, (batch, 1)))  # (B, N*Q)
     image_shape = source.image_shape
 
     def make(element):
-        support_x, query_x = tf.numpy_function(gather, [element], (tf.float32, tf.float32), stateful=False)
-        support_x = tf.ensure_shape(support_x, (batch, ways * shots, *image_shape))
-        query_x = tf.ensure_shape(query_x, (batch, ways * queries, *image_shape))
-        return Episode(support_x, support_y, query_x, query_y)
+        outputs = tf.numpy_function(gather, [element], (tf.float32,) * (3 if metadata else 2), stateful=False)
+        support_x = tf.ensure_shape(outputs[0], (batch, ways * shots, *image_shape))
+        query_x = tf.ensure_shape(outputs[1], (batch, ways * queries, *image_shape))
+        episode = Episode(support_x, support_y, query_x, query_y)
+        if not metadata:
+            return episode
+        return TaskEpisode.from_episode(episode, tf.ensure_shape(outputs[2], (batch, ways, source.metadata_dim)))
 
     elements = tf.data.Dataset.counter(dtype=tf.int64)
     if num_steps is not None:

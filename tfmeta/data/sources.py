@@ -8,7 +8,10 @@ pixels (1 byte a pixel, for large sources such as the standard benchmarks in
 read-only `np.memmap` of an on-disk cache: then only the images an episode gathers
 are read. Episode samplers pick indices into that array (see `sampling.py`); the
 tf.data pipeline gathers them (see `pipeline.py`). Each class also carries a *group*
-(for Omniglot, its alphabet) so that splits never let a character cross.
+(for Omniglot, its alphabet) so that splits never let a character cross, and may carry
+*class metadata*: a float32 row of `M` numbers describing it (for Omniglot, the one-hot
+of its alphabet), which `episode_dataset(..., metadata=True)` hands to the learners
+that condition on it. Every transform keeps each class's row.
 
 Sources:
 - `from_omniglot`: the published Omniglot zips read in place (no extraction), and/or an
@@ -17,13 +20,16 @@ Sources:
   directly holds image files; its name is its path relative to the root, joined with
   "/" (flat: `root/<class>/*.png` -> `"<class>"`; nested: `root/<a>/<b>/*.png` ->
   `"<a>/<b>"`, group `"<a>"`). Images directly in the root are ignored; a leaf folder
-  holding no image is an error.
+  holding no image is an error. An optional `metadata.json` in the root gives each
+  class's metadata: `{"<class name>": [float, ...], ...}`, every class listed, all
+  lists of one length.
 - `from_tfds`: any TensorFlow Datasets image classification dataset.
 - `from_arrays`: images and integer labels already in memory.
 """
 
 import dataclasses
 import io
+import json
 import pathlib
 import zipfile
 from collections.abc import Callable, Sequence
@@ -33,6 +39,8 @@ import tensorflow as tf
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# The file of a `from_folder` root that holds the classes' metadata (optional).
+FOLDER_METADATA_FILE = "metadata.json"
 _PIL_MODES = {1: "L", 3: "RGB"}
 
 
@@ -199,6 +207,44 @@ def _scan_folder(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     return classes
 
 
+def _one_hot_groups(groups: Sequence[str]) -> np.ndarray:
+    """One float32 row per class: the one-hot of its group among the sorted distinct groups."""
+    names = sorted(set(groups))
+    return np.eye(len(names), dtype=np.float32)[[names.index(g) for g in groups]]  # (num_classes, num_groups)
+
+
+def _read_folder_metadata(root: pathlib.Path, class_names: Sequence[str]) -> np.ndarray | None:
+    """The `(num_classes, M)` rows of `root/metadata.json` in the order of `class_names`; None without the file.
+
+    Raises:
+        ValueError: if the file is not a JSON object of equal-length lists of numbers,
+            or a class is missing from it or it names an unknown class.
+    """
+    path = root / FOLDER_METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(table, dict):
+        raise ValueError(f"{path} must map each class name to a list of numbers. Received: a {type(table).__name__}")
+    missing = [name for name in class_names if name not in table]
+    unknown = sorted(set(table) - set(class_names))
+    if missing or unknown:
+        raise ValueError(f"{path} must list exactly the classes of the folder. Missing: {missing[:5]} "
+                         f"({len(missing)}); unknown: {unknown[:5]} ({len(unknown)}).")
+    rows = [table[name] for name in class_names]
+    lengths = {len(row) if isinstance(row, list) else -1 for row in rows}
+    if len(lengths) != 1 or -1 in lengths:
+        raise ValueError(f"{path} must give every class a list of numbers of one length. "
+                         f"Received: lengths {sorted(lengths)} (-1: not a list)")
+    try:
+        return np.asarray(rows, np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} holds a value that is not a number: {error}") from error
+
+
 class ClassDataset:
     """Images indexed by class, decoded once into one contiguous array.
 
@@ -218,10 +264,13 @@ class ClassDataset:
         groups: one group name per class (e.g. the Omniglot alphabet), or None.
         preprocessing: how the images were read (`Preprocessing`); None: the
             array's size and channels, not inverted.
+        class_metadata: float `(num_classes, M)`, row `c` describing class `c`
+            (e.g. the one-hot of its alphabet), or None. Kept as float32.
 
     Raises:
         ValueError: if the arrays do not agree with each other, there is no class, a
-            class has no image, or a name repeats.
+            class has no image, a name repeats, or `class_metadata` is not
+            `(num_classes, M)` with `M >= 1` finite numbers.
 
     Example:
 
@@ -241,6 +290,7 @@ class ClassDataset:
         class_names: Sequence[str],
         groups: Sequence[str] | None = None,
         preprocessing: Preprocessing | None = None,
+        class_metadata: np.ndarray | None = None,
     ):
         if not (isinstance(images, np.ndarray) and images.dtype in (np.float32, np.uint8)):
             images = np.asarray(images, np.float32)
@@ -267,6 +317,17 @@ class ClassDataset:
             raise ValueError(
                 f"`groups` needs one entry per class ({len(class_names)}). Received: {len(groups)} groups."
             )
+        if class_metadata is not None:
+            class_metadata = np.array(class_metadata, np.float32)  # a copy: read-only here, not for the caller
+            if class_metadata.ndim != 2 or class_metadata.shape[0] != len(class_names) or class_metadata.shape[1] < 1:
+                raise ValueError(
+                    f"`class_metadata` must have shape (num_classes, M) = ({len(class_names)}, M) with M >= 1. "
+                    f"Received: class_metadata.shape={class_metadata.shape}"
+                )
+            if not np.isfinite(class_metadata).all():
+                raise ValueError("`class_metadata` must hold finite numbers. Received: NaN or infinite values")
+            class_metadata.setflags(write=False)
+        self._class_metadata = class_metadata
         images.setflags(write=False)
         class_offsets.setflags(write=False)
         self._images, self._offsets = images, class_offsets
@@ -310,7 +371,7 @@ class ClassDataset:
         if not self.is_memory_mapped:
             return self
         return ClassDataset(np.array(self._images), self._offsets, self._class_names, self._groups,
-                            self._preprocessing)
+                            self._preprocessing, self._class_metadata)
 
     @property
     def class_offsets(self) -> np.ndarray:
@@ -329,6 +390,16 @@ class ClassDataset:
     def groups(self) -> list[str]:
         """The group (Omniglot alphabet) of each class, `""` where there is none."""
         return list(self._groups)
+
+    @property
+    def class_metadata(self) -> np.ndarray | None:
+        """float32 `(num_classes, M)`, read-only: row `c` describes class `c`; None: no metadata."""
+        return self._class_metadata
+
+    @property
+    def metadata_dim(self) -> int | None:
+        """`M`, the size of one class's metadata; None: no metadata."""
+        return None if self._class_metadata is None else int(self._class_metadata.shape[1])
 
     @property
     def alphabets(self) -> list[str]:
@@ -372,21 +443,34 @@ class ClassDataset:
             channels: 1 (greyscale) or 3 (RGB).
 
         Returns:
-            A `ClassDataset`; classes sorted by name, group = the class's parent path.
+            A `ClassDataset`; classes sorted by name, group = the class's parent path;
+            class metadata from `<path>/metadata.json` if there is one (see the
+            module docstring), else None.
 
         Raises:
             FileNotFoundError: if `path` is not a folder.
             ValueError: if no folder holds images, a leaf folder holds none, an image
-                cannot be decoded (the file is named), or sizes differ without `image_size`.
+                cannot be decoded (the file is named), sizes differ without `image_size`,
+                or `metadata.json` is malformed or does not list exactly the classes.
+
+        Example:
+
+        ```python
+        # my_images/{cat,dog,...}/*.png, and my_images/metadata.json: {"cat": [1.0, 0.2], "dog": [0.0, 0.7], ...}
+        classes = ClassDataset.from_folder("my_images", image_size=(84, 84), channels=3)
+        classes.metadata_dim   # 2
+        ```
         """
         root = pathlib.Path(path)
         classes = {name: files for name, files in _scan_folder(root).items() if name != "."}
         if not classes:
             raise ValueError(f"No class folders with images found in {root}: expected {root}/<class>/<image files>.")
+        metadata = _read_folder_metadata(root, list(classes))  # before decoding: a bad file fails fast
         pixels = read_image_files([f for files in classes.values() for f in files], image_size, invert, channels)
         groups = [name.rpartition("/")[0] for name in classes]
         preprocessing = Preprocessing(tuple(pixels.shape[1:3]), channels, invert)
-        return cls(pixels, _offsets([len(files) for files in classes.values()]), list(classes), groups, preprocessing)
+        return cls(pixels, _offsets([len(files) for files in classes.values()]), list(classes), groups, preprocessing,
+                   metadata)
 
     @classmethod
     def from_omniglot(cls, path, image_size=(28, 28)) -> "ClassDataset":
@@ -405,7 +489,9 @@ class ClassDataset:
 
         Returns:
             A `ClassDataset` with classes named `"Alphabet/characterNN"`, sorted, whose
-            groups are the alphabets.
+            groups are the alphabets and whose class metadata is the one-hot of the
+            alphabet, over the sorted alphabets read (`alphabets`): `M` is their
+            number, so the same data read in full gives the same rows in every split.
 
         Raises:
             FileNotFoundError: if `path` does not exist.
@@ -441,8 +527,9 @@ class ClassDataset:
         raw = [_decode(read(), name, 1) for name, read in files]
         pixels = _resize_and_scale(raw, image_size, True, 1, [name for name, _ in files])
         preprocessing = Preprocessing(tuple(pixels.shape[1:3]), 1, True)
-        return cls(pixels, _offsets([len(sources[key]) for key in keys]), keys, [key.split("/")[0] for key in keys],
-                   preprocessing)
+        groups = [key.split("/")[0] for key in keys]
+        return cls(pixels, _offsets([len(sources[key]) for key in keys]), keys, groups, preprocessing,
+                   _one_hot_groups(groups))
 
     @classmethod
     def from_tfds(
@@ -517,7 +604,8 @@ class ClassDataset:
 
     @classmethod
     def from_arrays(
-        cls, images, labels, class_names: Sequence[str] | None = None, groups: dict | None = None
+        cls, images, labels, class_names: Sequence[str] | None = None, groups: dict | None = None,
+        class_metadata=None,
     ) -> "ClassDataset":
         """Builds from arrays in memory.
 
@@ -526,12 +614,23 @@ class ClassDataset:
             labels: `(N,)` integer class of each image.
             class_names: optional names indexed by label value; default `str(label)`.
             groups: optional `{label: group}`.
+            class_metadata: optional float `(num_classes, M)`: one row per distinct
+                label, in increasing label order (with labels `0..C-1`, row `k` is label
+                `k`'s).
 
         Returns:
             A `ClassDataset` with one class per distinct label, in increasing label order.
 
         Raises:
-            ValueError: on mismatched lengths, bad ranks, or float values outside [0, 1].
+            ValueError: on mismatched lengths, bad ranks, float values outside [0, 1],
+                or `class_metadata` not `(num_classes, M)`.
+
+        Example:
+
+        ```python
+        classes = ClassDataset.from_arrays(images, labels, class_metadata=np.eye(10))  # labels 0..9
+        classes.class_metadata.shape   # (10, 10)
+        ```
         """
         images, labels = np.asarray(images), np.asarray(labels)
         if images.ndim == 3:
@@ -549,7 +648,7 @@ class ClassDataset:
         values, counts = np.unique(labels, return_counts=True)
         names = [str(v) if class_names is None else class_names[int(v)] for v in values]
         group_list = None if groups is None else [groups.get(int(v), "") for v in values]
-        return cls(images[order], _offsets(counts), names, group_list)
+        return cls(images[order], _offsets(counts), names, group_list, class_metadata=class_metadata)
 
     # ---------------------------------------------------------------- transforms
 
@@ -564,6 +663,7 @@ class ClassDataset:
         return ClassDataset(
             images, _offsets(counts),
             [self._class_names[c] for c in class_ids], [self._groups[c] for c in class_ids], self._preprocessing,
+            None if self._class_metadata is None else self._class_metadata[class_ids],
         )
 
     def select(self, classes: Sequence[str] | Callable[[str], bool]) -> "ClassDataset":
@@ -621,7 +721,7 @@ class ClassDataset:
         """Adds each class rotated (counter-clockwise, like `np.rot90`) by each angle as a new class.
 
         The new classes follow all the originals, one block per angle, named
-        `"<name>@rot<angle>"` and keeping the original's group.
+        `"<name>@rot<angle>"` and keeping the original's group and class metadata.
 
         Raises:
             ValueError: if an angle is not a multiple of 90 in (0, 360), or images are
@@ -634,5 +734,6 @@ class ClassDataset:
         images = [self._images] + [np.rot90(self._images, a // 90, axes=(1, 2)) for a in angles]
         counts = np.tile(np.diff(self._offsets), len(angles) + 1)
         names = self._class_names + [f"{n}@rot{a}" for a in angles for n in self._class_names]
+        metadata = None if self._class_metadata is None else np.tile(self._class_metadata, (len(angles) + 1, 1))
         return ClassDataset(np.concatenate(images), _offsets(counts), names, self._groups * (len(angles) + 1),
-                            self._preprocessing)
+                            self._preprocessing, metadata)

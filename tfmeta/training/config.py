@@ -15,6 +15,8 @@ DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot_completion", "omniglot", "fold
 REGRESSION_DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot_completion")
 GP_DATASETS = ("gp", "gp_anp")
 COMPLETION_DATASETS = ("omniglot_completion",)
+# Classification data sets whose classes may carry metadata (`ClassDataset.class_metadata`) for `task_metadata`.
+CLASS_METADATA_DATASETS = ("omniglot", "folder")
 GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
@@ -143,7 +145,11 @@ class MetaTrainConfig:
             and shifts of the BatchNorm layers (classification); None: `"all"`
             for regression, `"head"` for classification.
         task_metadata: amortized learners condition on each task's description
-            (sinusoids: amplitude and phase; GP tasks: length and signal scale).
+            (sinusoids: amplitude and phase; GP tasks: length and signal scale;
+            `omniglot` and `folder`: each class's metadata, `ClassDataset.class_metadata`:
+            Omniglot's one-hot alphabet, a folder's `metadata.json`). Classifier
+            exports do not take class metadata yet: classification runs with it
+            need `export_dir=""`.
         metadata_noise: standard deviation of the noise added to the sinusoid
             description (0: exact).
         min_shots: sinusoid training tasks (amortized learners): the number of
@@ -345,10 +351,15 @@ class MetaTrainConfig:
             if (self.generate == "all") != self.is_regression:
                 raise ValueError(f"generate='all' is for regression, 'head' and 'film' for classification. "
                                  f"Received: generate={self.generate!r}, dataset={self.dataset!r}")
-        if self.task_metadata and (family != "amortized" or not self.is_regression
-                                   or self.dataset in COMPLETION_DATASETS):
-            raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp). "
+        if self.task_metadata and (family != "amortized" or self.dataset in COMPLETION_DATASETS
+                                   or not (self.is_regression or self.dataset in CLASS_METADATA_DATASETS)):
+            raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp) "
+                             f"and on classes with metadata ({', '.join(CLASS_METADATA_DATASETS)}). "
                              f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
+        if self.task_metadata and not self.is_regression and self.export_dir:
+            raise ValueError(f"Classifier exports do not take class metadata yet: a classification run with "
+                             f"`task_metadata` needs export_dir='' (--export_dir=). "
+                             f"Received: export_dir={self.export_dir!r}, dataset={self.dataset!r}")
         if isinstance(self.metadata_noise, bool) or not isinstance(self.metadata_noise, (int, float)) \
                 or not 0.0 <= self.metadata_noise < math.inf:
             raise ValueError(f"`metadata_noise` must be a number >= 0. Received: metadata_noise={self.metadata_noise!r}")
@@ -384,8 +395,12 @@ class MetaTrainConfig:
 
     @property
     def metadata_dim(self) -> int | None:
-        """The size of a task's description the learner conditions on (None: none)."""
-        return 2 if self.task_metadata else None
+        """The size of a regression task's description the learner conditions on (None: none).
+
+        Classification runs read theirs from the data (`ClassDataset.metadata_dim`,
+        recorded as the data spec's `"metadata_dim"`): None here.
+        """
+        return 2 if self.task_metadata and self.is_regression else None
 
     def resolved(self) -> "MetaTrainConfig":
         """A copy with derived defaults filled in (`workdir`, `export_name`)."""

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfmeta import evaluation
+from tfmeta.data.sources import FOLDER_METADATA_FILE
 from tfmeta.data.splits import ClassSplit, load_class_split
 from tfmeta.training import distribute
 from tfmeta.training.config import COMPLETION_DATASETS, GP_DATASETS, MetaTrainConfig
@@ -68,15 +69,50 @@ def data_spec(config: MetaTrainConfig, split: ClassSplit | None) -> dict:
     Returns:
         `{"input_shape": [...], "preprocessing": {...} or None}`, and for
         classification `"num_classes"`, the number of training classes (the
-        size of a pre-trained classifier's head).
+        size of a pre-trained classifier's head), and with `task_metadata`
+        `"metadata_dim"`, the size of a class's metadata (`class_metadata_dim`).
     """
     if split is None:
         return {"input_shape": list(SINUSOID_INPUT_SHAPE), "preprocessing": None}
     if config.dataset in COMPLETION_DATASETS:  # x: a pixel's (row, column) of the images
         return {"input_shape": [2], "preprocessing": split.train.preprocessing.to_dict(),
                 "image_shape": list(split.train.image_shape)}
-    return {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict(),
+    spec = {"input_shape": list(split.train.image_shape), "preprocessing": split.train.preprocessing.to_dict(),
             "num_classes": int(split.train.num_classes)}
+    if config.task_metadata:
+        spec["metadata_dim"] = class_metadata_dim(config, split)
+    return spec
+
+
+def class_metadata_dim(config: MetaTrainConfig, split: ClassSplit) -> int:
+    """`M`, the size of the class metadata a classification run with `task_metadata` conditions on.
+
+    Args:
+        config: a classification config with `task_metadata`.
+        split: its classes.
+
+    Returns:
+        `split.train.metadata_dim` (the validation and test classes have the same).
+
+    Raises:
+        ValueError: if a part of the split has no class metadata, or the parts disagree
+            on its size.
+
+    Example:
+
+    ```python
+    class_metadata_dim(config, load_data(config))   # Omniglot read from --data_dir: the number of alphabets
+    ```
+    """
+    dims = {name: part.metadata_dim for name, part in zip(split._fields, split)}
+    if None in dims.values() or len(set(dims.values())) != 1:
+        raise ValueError(
+            f"`task_metadata` needs classes with metadata of one size (Omniglot read from --data_dir with "
+            f"split 'sample': the one-hot alphabet; a folder: its {FOLDER_METADATA_FILE}). "
+            f"Received: dataset={config.dataset!r}, data_dir={config.data_dir!r}, split={config.split!r}, "
+            f"metadata_dim by part={dims}"
+        )
+    return dims["train"]
 
 
 def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
@@ -124,7 +160,8 @@ def train_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None):
                                            start_step=start_step, input_context=input_context)
         else:
             episodes = episode_dataset(split.train, ways, shots, queries, config.meta_batch_size,
-                                       seed=config.seed, start_step=start_step, input_context=input_context)
+                                       seed=config.seed, start_step=start_step, input_context=input_context,
+                                       metadata=config.task_metadata)  # TaskEpisodes with class metadata
         if augmentation.is_identity:
             return episodes
         shard = TaskShard.from_context(config.meta_batch_size, input_context)
@@ -167,7 +204,8 @@ def eval_dataset_fn(config: MetaTrainConfig, split: ClassSplit | None = None, st
 
     classes = split.val if classes is None else classes
     return lambda: episode_dataset(classes, config.ways, config.shots, config.queries, config.meta_batch_size,
-                                   seed=config.seed, start_step=start_step, num_steps=num_steps)
+                                   seed=config.seed, start_step=start_step, num_steps=num_steps,
+                                   metadata=config.task_metadata)
 
 
 def completion_dataset_fn(config: MetaTrainConfig, classes, training: bool):
@@ -237,7 +275,8 @@ LEARNER_OPTIONS = {
 }
 
 
-def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = None):
+def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = None,
+               metadata_dim: int | None = None):
     """`() -> Learner`: the network, wrapped by the learner `config.variant` names.
 
     Regression: an MLP 40-40. Images: `config.backbone` (Conv-4 by default),
@@ -256,9 +295,12 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
         input_shape: the shape of one example (`data_spec(...)["input_shape"]`).
         num_classes: the number of training classes (`data_spec(...)["num_classes"]`),
             for the learners pre-trained as classifiers.
+        metadata_dim: the size of a class's metadata (`data_spec(...)["metadata_dim"]`),
+            for classification with `config.task_metadata` (regression's is `config.metadata_dim`).
 
     Raises:
-        ValueError: if such a learner is built without `num_classes`.
+        ValueError: if such a learner is built without `num_classes`, or a
+            classifier with `task_metadata` without `metadata_dim`.
     """
     from tfmeta import learners, models
     from tfmeta.learners import registry
@@ -270,6 +312,10 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
             f"{config.variant} is pre-trained as a classifier of all training classes: it needs their number "
             "(the data spec's 'num_classes', recorded in config.json by runs of this version). Received: num_classes=None"
         )
+    class_metadata = config.task_metadata and not config.is_regression
+    if class_metadata and metadata_dim is None:
+        raise ValueError(f"{config.variant} on {config.dataset} with `task_metadata` conditions on class metadata: it "
+                         f"needs its size (the data spec's 'metadata_dim'). Received: metadata_dim=None")
 
     def make():
         if config.is_regression and family == "amortized" and config.variant == "cnp":
@@ -285,6 +331,8 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
                 options["input_dim"] = int(input_shape[0])
             if pretrained:
                 options["num_classes"] = int(num_classes)
+            if class_metadata:
+                options["metadata_dim"] = int(metadata_dim)
             return learners.build(config.variant, network, **options)
         kwargs = dict(task="regression" if config.is_regression else "classification", inner_steps=config.inner_steps,
                       inner_lr=config.inner_lr, eval_inner_steps=config.eval_inner_steps)
@@ -342,7 +390,7 @@ def build_trainer(config: MetaTrainConfig, strategy=None, verbose=True, split: C
     hooks = plot_hooks(config, verbose, split) if distribute.is_chief(strategy) else []
     trainer = MetaTrainer(
         config,
-        build_learner=learner_fn(config, spec["input_shape"], spec.get("num_classes")),
+        build_learner=learner_fn(config, spec["input_shape"], spec.get("num_classes"), spec.get("metadata_dim")),
         train_dataset=train_dataset_fn(config, split),
         eval_dataset=eval_dataset_fn(config, split),
         build_optimizer=optimizer_fn(config),
