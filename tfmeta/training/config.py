@@ -16,6 +16,8 @@ REGRESSION_DATASETS = ("sinusoid", "gp", "gp_anp", "omniglot_completion")
 GP_DATASETS = ("gp", "gp_anp")
 COMPLETION_DATASETS = ("omniglot_completion",)
 GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
+# The MAML variants that condition on sinusoid task metadata (FiLM of the initialisation, `MAML(metadata_dim=...)`).
+FILM_MAML_VARIANTS = ("maml", "fomaml")
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
 SELECTIONS = ("last", "best")
@@ -143,10 +145,12 @@ class MetaTrainConfig:
             and shifts of the BatchNorm layers (classification); None: `"all"`
             for regression, `"head"` for classification.
         task_metadata: amortized learners condition on each task's description
-            (sinusoids: amplitude and phase; GP tasks: length and signal scale).
+            (sinusoids: amplitude and phase; GP tasks: length and signal scale);
+            `maml` and `fomaml` on sinusoids by FiLM of their initialisation.
         metadata_noise: standard deviation of the noise added to the sinusoid
             description (0: exact).
-        min_shots: sinusoid training tasks (amortized learners): the number of
+        min_shots: sinusoid training tasks (amortized learners; `maml` and
+            `fomaml` with `task_metadata`): the number of
             support points is drawn per task, uniform in `min_shots..shots`
             (None: always `shots`; 0 trains prediction from the description alone).
         preset: the published configuration the run started from
@@ -345,9 +349,11 @@ class MetaTrainConfig:
             if (self.generate == "all") != self.is_regression:
                 raise ValueError(f"generate='all' is for regression, 'head' and 'film' for classification. "
                                  f"Received: generate={self.generate!r}, dataset={self.dataset!r}")
-        if self.task_metadata and (family != "amortized" or not self.is_regression
-                                   or self.dataset in COMPLETION_DATASETS):
-            raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp). "
+        film_maml = self.variant in FILM_MAML_VARIANTS and self.dataset == "sinusoid"
+        amortized = family == "amortized" and self.is_regression and self.dataset not in COMPLETION_DATASETS
+        if self.task_metadata and not (amortized or film_maml):
+            raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp) "
+                             f"and by {' and '.join(FILM_MAML_VARIANTS)} on sinusoid tasks. "
                              f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
         if isinstance(self.metadata_noise, bool) or not isinstance(self.metadata_noise, (int, float)) \
                 or not 0.0 <= self.metadata_noise < math.inf:
@@ -355,9 +361,11 @@ class MetaTrainConfig:
         if self.metadata_noise and self.dataset != "sinusoid":
             raise ValueError(f"`metadata_noise` applies to sinusoid tasks. Received: dataset={self.dataset!r}")
         if self.min_shots is not None:
-            if self.dataset != "sinusoid" or family != "amortized":
-                raise ValueError(f"`min_shots` applies to the amortized learners on sinusoid tasks. "
-                                 f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
+            if self.dataset != "sinusoid" or not (family == "amortized" or (film_maml and self.task_metadata)):
+                raise ValueError(f"`min_shots` applies to the amortized learners on sinusoid tasks, and to "
+                                 f"{' and '.join(FILM_MAML_VARIANTS)} with `task_metadata` (the FiLM-conditioned "
+                                 f"MAML masks the padded support points). Received: variant={self.variant!r}, "
+                                 f"dataset={self.dataset!r}, task_metadata={self.task_metadata}")
             if not isinstance(self.min_shots, int) or isinstance(self.min_shots, bool) \
                     or not 0 <= self.min_shots <= self.shots:
                 raise ValueError(f"`min_shots` must be an integer in [0, shots={self.shots}]. "
