@@ -24,7 +24,7 @@ def finite_difference_error(learner, episode: Episode, directions: int = 3, h: f
 
     Args:
         learner: a `tfmeta.learners.Learner` with a float64 network.
-        episode: one (unbatched) task.
+        episode: one (unbatched) task, an `Episode` or a `TaskEpisode`.
         directions: random directions to check.
         h: the finite-difference step.
         seed: seed of the directions.
@@ -41,7 +41,7 @@ def finite_difference_error(learner, episode: Episode, directions: int = 3, h: f
     ```
     """
     variables = learner.meta_variables
-    grads, _, _ = learner.meta_gradients(Episode(*(t[None] for t in episode)), step=step)
+    grads, _, _ = learner.meta_gradients(type(episode)(*(t[None] for t in episode)), step=step)
     rng = np.random.default_rng(seed)
     base = [v.numpy() for v in variables]
 

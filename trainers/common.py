@@ -91,7 +91,8 @@ _HELP = {
     "generate": "HyperNetworks: all (every weight of the MLP; regression), head (the classifier head) or film "
                 "(FiLM scales and shifts of Conv-4's BatchNorm layers); default all for regression, head otherwise.",
     "task_metadata": "Condition on each task's description (sinusoid: amplitude and phase; GP: the kernel's scales; "
-                     "omniglot: each class's one-hot alphabet; folder: its metadata.json; needs --export_dir=).",
+                     "omniglot: each class's one-hot alphabet; folder: its metadata.json; needs --export_dir=; "
+                     "maml, fomaml: FiLM of the initialisation, sinusoids only).",
     "metadata_noise": "Standard deviation of the noise on the sinusoid description (0: exact).",
     "min_shots": "Sinusoid training tasks: draw the number of support points per task in [min_shots, shots] "
                  "(0 also trains prediction from the description alone).",
@@ -105,8 +106,9 @@ COMMON_FIELDS = ("dataset", "data_dir", "split", "image_size", "channels", "ways
                  "backbone")
 GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "first_order", "multi_step_loss",
                    "msl_anneal_steps")
+METADATA_FIELDS = ("task_metadata", "metadata_noise", "min_shots")  # FiLM-conditioned MAML (trainers.maml)
 METRIC_FIELDS = ("train_ways", "train_shots", "train_queries", "max_ways", "max_shots")
-AMORTIZED_FIELDS = METRIC_FIELDS + ("task_metadata", "metadata_noise", "min_shots")
+AMORTIZED_FIELDS = METRIC_FIELDS + METADATA_FIELDS
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
 ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS, "split": OMNIGLOT_SPLITS,
          "select": SELECTIONS, "generate": GENERATES}

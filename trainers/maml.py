@@ -15,6 +15,11 @@ Distributed (`--meta_batch_size` is global: each replica gets its share of the t
     TF_CONFIG='{"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 0}}' \
         python -m trainers.maml --strategy=multi_worker --workdir=/shared/runs/x ...   # on every host
     python -m trainers.maml --mixed_precision=mixed_bfloat16 ...
+
+FiLM-conditioned MAML on sinusoids (amplitude and phase modulate the initialisation; with
+`--min_shots` the support sets have 0..shots real points):
+
+    python -m trainers.maml --task_metadata --metadata_noise=0.1 --min_shots=0
 """
 
 from absl import app
@@ -22,7 +27,7 @@ from absl import app
 from tfmeta.training import run
 from trainers import common
 
-common.define_flags()
+common.define_flags(common.COMMON_FIELDS + common.GRADIENT_FIELDS + common.METADATA_FIELDS)
 
 
 def main(argv):

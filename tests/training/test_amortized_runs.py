@@ -51,6 +51,7 @@ def test_gp_run_reports_the_exact_gp_gap_exports_stddev_and_plots(tmp_path, caps
 @pytest.mark.parametrize("kwargs", [
     dict(variant="cnp", dataset="gp", task_metadata=True),
     dict(variant="hypernet", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),
+    dict(variant="maml", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),  # FiLM MAML
 ])
 def test_resume_equals_uninterrupted(tmp_path, kwargs, monkeypatch, capsys):
     """A run stopped at step 2 and resumed ends with the uninterrupted run's variables; the sinusoid
@@ -68,7 +69,7 @@ def test_resume_equals_uninterrupted(tmp_path, kwargs, monkeypatch, capsys):
     if config.dataset == "sinusoid":
         result = run(config)
         full = result.trainer
-        test = result.test_results[None]
+        test = result.test_results[full.learner.eval_steps]  # FiLM MAML: after its eval_inner_steps
         for shots in (0, 1, 5, 10):
             assert f"mse_{shots}shot" in test
         assert "test at  0 shots (metadata noise 0.1): mse" in capsys.readouterr().out
@@ -108,7 +109,11 @@ def test_without_matplotlib_runs_skip_plots_with_one_note(tmp_path, monkeypatch,
     (dict(variant="hypernet", dataset="sinusoid", attention=True), "Received: variant='hypernet', attention=True"),
     (dict(variant="hypernet", dataset="sinusoid", generate="film"), "Received: generate='film', dataset='sinusoid'"),
     (dict(variant="cnp", dataset="sinusoid", generate="all"), "Received: variant='cnp', generate='all'"),
-    (dict(variant="maml", dataset="sinusoid", task_metadata=True), "Received: variant='maml', dataset='sinusoid'"),
+    (dict(variant="reptile", dataset="sinusoid", task_metadata=True),
+     "Received: variant='reptile', dataset='sinusoid'"),
+    (dict(variant="maml", dataset="gp", task_metadata=True), "only the amortized learners.*Received: variant='maml'"),
+    (dict(variant="maml", dataset="sinusoid", min_shots=0),
+     "Received: variant='maml', dataset='sinusoid', task_metadata=False"),
     (dict(variant="cnp", dataset="gp", metadata_noise=0.1), "Received: dataset='gp'"),
     (dict(variant="cnp", dataset="sinusoid", min_shots=6), r"in \[0, shots=5\]. Received: min_shots=6"),
     (dict(variant="cnp", dataset="sinusoid", metadata_noise=-1.0), "Received: metadata_noise=-1.0"),
@@ -122,6 +127,7 @@ def test_names_and_regression_flags():
     assert MetaTrainConfig(variant="cnp", dataset="gp", attention=True).resolved().workdir == "runs/anp_gp"
     assert MetaTrainConfig(variant="cnp", dataset="gp_anp").is_regression
     assert MetaTrainConfig(variant="hypernet", task_metadata=True).metadata_dim == 2
+    assert MetaTrainConfig(variant="fomaml", task_metadata=True, min_shots=0).metadata_dim == 2  # FiLM MAML
 
 
 def test_gp_validation_and_test_tasks_do_not_depend_on_the_meta_batch_size():

@@ -18,6 +18,8 @@ COMPLETION_DATASETS = ("omniglot_completion",)
 # Classification data sets whose classes may carry metadata (`ClassDataset.class_metadata`) for `task_metadata`.
 CLASS_METADATA_DATASETS = ("omniglot", "folder")
 GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
+# The MAML variants that condition on sinusoid task metadata (FiLM of the initialisation, `MAML(metadata_dim=...)`).
+FILM_MAML_VARIANTS = ("maml", "fomaml")
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
 SELECTIONS = ("last", "best")
@@ -147,12 +149,14 @@ class MetaTrainConfig:
         task_metadata: amortized learners condition on each task's description
             (sinusoids: amplitude and phase; GP tasks: length and signal scale;
             `omniglot` and `folder`: each class's metadata, `ClassDataset.class_metadata`:
-            Omniglot's one-hot alphabet, a folder's `metadata.json`). Classifier
+            Omniglot's one-hot alphabet, a folder's `metadata.json`); `maml` and
+            `fomaml` on sinusoids by FiLM of their initialisation. Classifier
             exports do not take class metadata yet: classification runs with it
             need `export_dir=""`.
         metadata_noise: standard deviation of the noise added to the sinusoid
             description (0: exact).
-        min_shots: sinusoid training tasks (amortized learners): the number of
+        min_shots: sinusoid training tasks (amortized learners; `maml` and
+            `fomaml` with `task_metadata`): the number of
             support points is drawn per task, uniform in `min_shots..shots`
             (None: always `shots`; 0 trains prediction from the description alone).
         preset: the published configuration the run started from
@@ -351,10 +355,13 @@ class MetaTrainConfig:
             if (self.generate == "all") != self.is_regression:
                 raise ValueError(f"generate='all' is for regression, 'head' and 'film' for classification. "
                                  f"Received: generate={self.generate!r}, dataset={self.dataset!r}")
-        if self.task_metadata and (family != "amortized" or self.dataset in COMPLETION_DATASETS
-                                   or not (self.is_regression or self.dataset in CLASS_METADATA_DATASETS)):
+        film_maml = self.variant in FILM_MAML_VARIANTS and self.dataset == "sinusoid"
+        amortized = family == "amortized" and self.dataset not in COMPLETION_DATASETS and (
+            self.is_regression or self.dataset in CLASS_METADATA_DATASETS)
+        if self.task_metadata and not (amortized or film_maml):
             raise ValueError(f"`task_metadata` is used by the amortized learners on regression tasks (sinusoid, gp) "
-                             f"and on classes with metadata ({', '.join(CLASS_METADATA_DATASETS)}). "
+                             f"and on classes with metadata ({', '.join(CLASS_METADATA_DATASETS)}), and by "
+                             f"{' and '.join(FILM_MAML_VARIANTS)} on sinusoid tasks. "
                              f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
         if self.task_metadata and not self.is_regression and self.export_dir:
             raise ValueError(f"Classifier exports do not take class metadata yet: a classification run with "
@@ -366,9 +373,11 @@ class MetaTrainConfig:
         if self.metadata_noise and self.dataset != "sinusoid":
             raise ValueError(f"`metadata_noise` applies to sinusoid tasks. Received: dataset={self.dataset!r}")
         if self.min_shots is not None:
-            if self.dataset != "sinusoid" or family != "amortized":
-                raise ValueError(f"`min_shots` applies to the amortized learners on sinusoid tasks. "
-                                 f"Received: variant={self.variant!r}, dataset={self.dataset!r}")
+            if self.dataset != "sinusoid" or not (family == "amortized" or (film_maml and self.task_metadata)):
+                raise ValueError(f"`min_shots` applies to the amortized learners on sinusoid tasks, and to "
+                                 f"{' and '.join(FILM_MAML_VARIANTS)} with `task_metadata` (the FiLM-conditioned "
+                                 f"MAML masks the padded support points). Received: variant={self.variant!r}, "
+                                 f"dataset={self.dataset!r}, task_metadata={self.task_metadata}")
             if not isinstance(self.min_shots, int) or isinstance(self.min_shots, bool) \
                     or not 0 <= self.min_shots <= self.shots:
                 raise ValueError(f"`min_shots` must be an integer in [0, shots={self.shots}]. "

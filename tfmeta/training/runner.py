@@ -344,6 +344,8 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
                 kwargs["multi_step_loss"] = True
         if config.variant == "maml++":  # Derivative-order annealing: first order for the first third (50/150 epochs).
             kwargs["first_order_steps"] = config.num_iterations // 3
+        if config.metadata_dim is not None:  # FiLM-conditioned MAML (the config allows maml, fomaml on sinusoids)
+            kwargs["metadata_dim"] = config.metadata_dim
         return learners.build(config.variant, network, **kwargs)
 
     return make
@@ -501,8 +503,8 @@ def evaluate_on_test(learner, config: MetaTrainConfig, split: ClassSplit | None 
         results[None].update({k: v for k, v in oracle.items() if k != evaluation.NUM_EPISODES_KEY})
         if verbose:
             print(f"exact GP posterior (true kernel): {evaluation.format_gp_oracle(oracle)}", flush=True)
-    if config.task_metadata and config.dataset == "sinusoid" and learner.eval_steps is None:
-        results[None].update(evaluate_by_shots(learner, config, verbose))
+    if config.task_metadata and config.dataset == "sinusoid":  # the amortized family, FiLM-conditioned MAML
+        results[learner.eval_steps].update(evaluate_by_shots(learner, config, verbose))  # MAML: at eval_inner_steps
     return results
 
 
@@ -511,7 +513,8 @@ METADATA_SHOTS = (0, 1, 5, 10)
 
 
 def evaluate_by_shots(learner, config: MetaTrainConfig, verbose: bool = True) -> dict:
-    """The test metrics of a sinusoid run with metadata at 0, 1, 5 and 10 support points.
+    """The test metrics of a sinusoid run with metadata at 0, 1, 5 and 10 support points
+    (a gradient-based learner after its `eval_inner_steps`).
 
     Returns:
         `{"<metric>_<k>shot": (mean, ci95)}`.

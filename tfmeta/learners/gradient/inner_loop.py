@@ -143,6 +143,7 @@ def adapt_network(
     training: bool = True,
     first_order: bool = False,
     values_for_step: Optional[Callable] = None,
+    mask=None,
 ) -> InnerLoopResult:
     """`inner_loop` on a learner's network and support loss.
 
@@ -153,6 +154,8 @@ def adapt_network(
         x, y: the support set.
         steps, step_sizes, first_order, values_for_step: as in `inner_loop`.
         training: passed to the network.
+        mask: optional `(S,)` support mask (1 real, 0 padding): the support
+            loss is the mean over the real points (0 when there are none).
 
     Returns:
         An `InnerLoopResult`.
@@ -167,6 +170,9 @@ def adapt_network(
     from tfmeta.learners.base import Weights  # noqa: PLC0415 - base imports nothing from here
 
     forward = lambda w, s, inputs: learner.call_network(Weights(w, s), inputs, training=training)
-    loss_fn = lambda outputs, labels: learner.loss_and_metrics(outputs, labels)[0]
+    if mask is None:
+        loss_fn = lambda outputs, labels: learner.loss_and_metrics(outputs, labels)[0]
+    else:
+        loss_fn = lambda outputs, labels: learner.loss_and_metrics(outputs, labels, mask=mask)[0]
     return inner_loop(forward, loss_fn, weights.trainable, weights.non_trainable, x, y, steps, step_sizes,
                       first_order=first_order, values_for_step=values_for_step)

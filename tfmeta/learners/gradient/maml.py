@@ -10,15 +10,17 @@ same code path), ANIL (`adapt_variables`: the head only), Meta-SGD
 * the multi-step loss weights: `schedules.multi_step_loss_weights`, a pure
   function of the loop's step;
 * derivative-order annealing: `meta_gradients` takes first-order gradients
-  while `step < first_order_steps` (`tf.cond` on the step the loop passes in).
+  while `step < first_order_steps` (`tf.cond` on the step the loop passes in);
+* FiLM conditioning on task metadata (regression): `film.FiLMGenerator`.
 """
 
 import keras
 import tensorflow as tf
 
 from tfmeta.data.episode import Episode
-from tfmeta.learners.base import CLASSIFICATION, Learner, TaskLoss, Weights, check_positive, check_steps
+from tfmeta.learners.base import CLASSIFICATION, REGRESSION, Learner, TaskLoss, Weights, check_positive, check_steps
 from tfmeta.learners.gradient import rates as rates_lib
+from tfmeta.learners.gradient.film import FiLMGenerator, film_modulate, hidden_dense_indices
 from tfmeta.learners.gradient.inner_loop import adapt_network
 from tfmeta.learners.gradient.per_step import PerStepBatchNorm
 from tfmeta.learners.gradient.schedules import multi_step_loss_weights
@@ -71,6 +73,22 @@ class MAML(Learner):
     * `first_order_steps` (derivative-order annealing): meta-updates with
       `step < first_order_steps` are first order, the rest second order.
 
+    FiLM conditioning on task metadata (`metadata_dim=M`, regression): a
+    meta-learned MLP (`film.FiLMGenerator`, hidden sizes `film_sizes`) maps a
+    task's description `(M,)` to `(gamma, beta)` per output unit of each
+    hidden Dense layer, which modulate the initialisation the inner loop
+    starts from:
+
+    ```
+    W_0 = W * (1 + gamma)      b_0 = b * (1 + gamma) + beta      # = FiLM of W x + b
+    phi_0 = theta with (W_0, b_0); then the inner loop as above
+    ```
+
+    Its last layer starts at zero (plain MAML). Episodes must then be
+    `TaskEpisode`s (`adapt_task` with `metadata`); their support mask is
+    honoured (the support loss is the mean over the real points; no real
+    point: no inner update).
+
     Args:
         model: the learner's network, any built `keras.Model`.
         task: `"classification"` or `"regression"`.
@@ -87,14 +105,20 @@ class MAML(Learner):
         per_step_bn_stats: MAML++ per-step BatchNorm statistics.
         per_step_bn_weights: MAML++ per-step BatchNorm weights and biases.
         first_order_steps: MAML++ derivative-order annealing (0: none).
+        metadata_dim: the size of a task's description to condition on
+            by FiLM (None: none; regression only).
+        film_sizes: hidden sizes of the FiLM generator.
+        film_seed: integer seed of the generator's initialisers (None:
+            Keras's global state).
         name: the registry name (default: `"maml++"` with any MAML++ option,
             `"fomaml"` when first order, else `"maml"`).
 
     Raises:
         ValueError: on a non-positive step count or learning rate, an
             `adapt_variables` entry that is not a trainable variable of
-            `model`, an unknown `learn_inner_lr`, or `per_step_bn_weights` on a
-            network without trainable BatchNorm weights.
+            `model`, an unknown `learn_inner_lr`, `per_step_bn_weights` on a
+            network without trainable BatchNorm weights, or `metadata_dim` on
+            a classification task or a network without hidden Dense layers.
 
     Example:
 
@@ -109,6 +133,14 @@ class MAML(Learner):
         for variable, value in zip(maml.state_variables, state):
             variable.assign(value)
         return metrics
+    ```
+
+    Conditioned on sinusoid amplitude and phase (`TaskEpisode`s with `metadata`):
+
+    ```python
+    maml = tfmeta.learners.MAML(tfmeta.models.mlp(), task="regression", inner_lr=0.01, metadata_dim=2)
+    state = maml.adapt_task(support_x, support_y, support_mask, metadata)
+    y = maml.predict(state, query_x)
     ```
     """
 
@@ -127,6 +159,9 @@ class MAML(Learner):
         per_step_bn_stats: bool = False,
         per_step_bn_weights: bool = False,
         first_order_steps: int = 0,
+        metadata_dim: int | None = None,
+        film_sizes=(64,),
+        film_seed: int | None = None,
         name: str | None = None,
     ):
         check_steps("inner_steps", inner_steps)
@@ -163,14 +198,24 @@ class MAML(Learner):
         self._adapted = adapted
         self.rates = rates_lib.InnerRates(model.trainable_variables, adapted, inner_lr, inner_steps,
                                           _LEARNED_RATES[learn_inner_lr])
+        self.metadata_dim = metadata_dim
+        self.film = None
+        if metadata_dim is not None:
+            if task != REGRESSION:
+                raise ValueError(f"FiLM conditioning on task metadata is for regression tasks. "
+                                 f"Received: task={task!r}, metadata_dim={metadata_dim!r}")
+            self._film_layers = hidden_dense_indices(model)
+            self.film = FiLMGenerator(metadata_dim, self._film_layers, film_sizes,
+                                      dtype=model.trainable_variables[0].dtype, seed=film_seed)
 
     # ------------------------------------------------------------------ state
 
     @property
     def extra_variables(self) -> list:
         """Learned inner learning rates (in adapted-variable order), then the
-        per-step BatchNorm weights."""
-        return self.rates.variables + self.per_step.weight_variables
+        per-step BatchNorm weights, then the FiLM generator's variables."""
+        film = [] if self.film is None else self.film.variables
+        return self.rates.variables + self.per_step.weight_variables + film
 
     @property
     def meta_variables(self) -> list:
@@ -215,6 +260,8 @@ class MAML(Learner):
             "per_step_bn_stats": self.per_step.statistics,
             "per_step_bn_weights": bool(self.per_step.weight_copies),
             "first_order_steps": self.first_order_steps,
+            "metadata_dim": self.metadata_dim,
+            "film_sizes": None if self.film is None else list(self.film.sizes),
         }
 
     def scalars(self) -> dict:
@@ -235,11 +282,38 @@ class MAML(Learner):
             return self.inner_steps if training else self.eval_inner_steps
         return check_steps("steps", steps, allow_zero=True)
 
-    def _inner(self, stacked_state, x, y, steps, training, first_order):
-        """The inner loop from the meta-learned weights; `stacked_state` holds the learner's state values."""
-        start = Weights([v.value for v in self.model.trainable_variables], self.per_step.state_at(stacked_state, 0))
+    def initial_trainable(self, metadata=None) -> list:
+        """The trainable values the inner loop starts from: the meta-learned
+        ones, FiLM-modulated by `metadata` `(M,)` when `metadata_dim` is set.
+
+        Raises:
+            ValueError: if `metadata_dim` is set and `metadata` is None or not `(metadata_dim,)`.
+        """
+        trainable = [v.value for v in self.model.trainable_variables]
+        if self.film is None:
+            return trainable
+        if metadata is None:
+            raise ValueError(f"This MAML conditions on task metadata (metadata_dim={self.metadata_dim}): give "
+                             f"TaskEpisodes with `metadata`, or call `adapt_task(..., metadata=...)`. "
+                             f"Received: metadata=None")
+        metadata = tf.convert_to_tensor(metadata)
+        if metadata.shape.rank != 1 or metadata.shape[0] not in (None, self.metadata_dim):
+            raise ValueError(f"`metadata` must have shape ({self.metadata_dim},) (one task). "
+                             f"Received: metadata.shape={metadata.shape}")
+        return film_modulate(trainable, self.film(metadata), self._film_layers)
+
+    def _inner(self, stacked_state, x, y, steps, training, first_order, mask=None, metadata=None):
+        """The inner loop from the (modulated) meta-learned weights; `stacked_state` holds the state values."""
+        start = Weights(self.initial_trainable(metadata), self.per_step.state_at(stacked_state, 0))
         return adapt_network(self, start, x, y, steps, self.rates.sizes, training=training, first_order=first_order,
-                             values_for_step=self.per_step.values_for_step(stacked_state))
+                             values_for_step=self.per_step.values_for_step(stacked_state), mask=mask)
+
+    def _adapt(self, support_x, support_y, support_mask, metadata, steps, training) -> Weights:
+        steps = self._num_steps(steps, training)
+        stacked = self.current_state()
+        result = self._inner(stacked, support_x, support_y, steps, training, self.first_order, support_mask, metadata)
+        return Weights(self.per_step.weights_at(result.trainable, steps),
+                       self.per_step.query_state(stacked, result, steps))
 
     def adapt(self, support_x, support_y, steps=None, training: bool = True) -> Weights:
         """Fast weights after `steps` inner steps on the support set.
@@ -247,12 +321,23 @@ class MAML(Learner):
         Returns:
             `Weights`: the adapted trainable values and the non-trainable
             values to run the query with (`predict`).
+
+        Raises:
+            ValueError: if the learner conditions on metadata (use `adapt_task`).
         """
-        steps = self._num_steps(steps, training)
-        stacked = self.current_state()
-        result = self._inner(stacked, support_x, support_y, steps, training, self.first_order)
-        return Weights(self.per_step.weights_at(result.trainable, steps),
-                       self.per_step.query_state(stacked, result, steps))
+        return self._adapt(support_x, support_y, None, None, steps, training)
+
+    def adapt_task(self, support_x, support_y, support_mask=None, metadata=None, steps=None, training: bool = True):
+        """See `Learner.adapt_task`. With `metadata_dim` set, the inner loop starts
+        from the weights FiLM-modulated by `metadata` and its support loss is
+        the mean over the real points of `support_mask` (0 without any: no
+        update; `S` may be 0); without, the default (padded points dropped,
+        metadata ignored)."""
+        if self.film is None:
+            return super().adapt_task(support_x, support_y, support_mask, metadata, steps=steps, training=training)
+        if support_mask is None:  # every point real; the masked mean also keeps an empty support set finite
+            support_mask = tf.ones(tf.shape(support_x)[:1], tf.float32)
+        return self._adapt(support_x, support_y, support_mask, metadata, steps, training)
 
     def predict(self, task_state: Weights, x, training: bool = True):
         outputs, _ = self.call_network(task_state, x, training=training)
@@ -273,17 +358,22 @@ class MAML(Learner):
             A `TaskLoss`; `metrics` are those after the final step.
 
         Raises:
-            ValueError: if `multi_step_loss` is on and `step` is None.
+            ValueError: if `multi_step_loss` is on and `step` is None, or the
+                learner conditions on metadata and `episode` has none.
         """
         first_order = self.first_order if first_order is None else first_order
         steps = self._num_steps(None, training)
         stacked = self.current_state()
-        result = self._inner(stacked, episode.support_x, episode.support_y, steps, training, first_order)
+        # Conditioned on metadata: the TaskEpisode's masks and description (a plain MAML keeps its exact path).
+        support_mask, query_mask = (None, None) if self.film is None else (episode.support_mask, episode.query_mask)
+        metadata = None if self.film is None else episode.metadata
+        result = self._inner(stacked, episode.support_x, episode.support_y, steps, training, first_order,
+                             support_mask, metadata)
         query_in = self.per_step.query_state(stacked, result, steps)
         outputs, query_state = self.call_network(
             Weights(self.per_step.weights_at(result.trainable, steps), query_in), episode.query_x, training=training
         )
-        loss, metrics = self.loss_and_metrics(outputs, episode.query_y)
+        loss, metrics = self.loss_and_metrics(outputs, episode.query_y, mask=query_mask)
 
         if self.multi_step_loss and steps > 1:
             if step is None:
@@ -297,7 +387,7 @@ class MAML(Learner):
                             self.per_step.step_state(stacked, result, s)),
                     episode.query_x, training=training,
                 )
-                losses.append(self.loss_and_metrics(step_outputs, episode.query_y)[0])
+                losses.append(self.loss_and_metrics(step_outputs, episode.query_y, mask=query_mask)[0])
             losses.append(loss)
             loss = tf.reduce_sum(weights * tf.stack(losses))
         return TaskLoss(loss, metrics, self.per_step.new_state(stacked, result, query_state, steps))
