@@ -48,3 +48,10 @@ def write_omniglot_tree(root: pathlib.Path, alphabets: dict, images_per_characte
                 Image.fromarray(pixels).save(folder / f"{k:04d}_{i:02d}.png")
             k += 1
     return root
+
+
+@pytest.fixture
+def omniglot_tree():
+    """`write_omniglot_tree`, for tests (a fixture: the `tests` folder is not an importable package)."""
+    return write_omniglot_tree
+

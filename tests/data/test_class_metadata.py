@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import write_omniglot_tree
 from tfmeta.data.episode import Episode, TaskEpisode
 from tfmeta.data.pipeline import episode_dataset
 from tfmeta.data.sources import ClassDataset
@@ -62,8 +61,8 @@ def test_default_stream_is_unchanged_and_metadata_needs_a_source_with_it():
         episode_dataset(bare, 3, 1, 1, 2, metadata=True)
 
 
-def test_omniglot_metadata_is_the_one_hot_alphabet_kept_by_rotations_and_splits(tmp_path):
-    root = write_omniglot_tree(tmp_path / "omniglot", {"Greek": 2, "Latin": 3, "Sanskrit": 2})
+def test_omniglot_metadata_is_the_one_hot_alphabet_kept_by_rotations_and_splits(tmp_path, omniglot_tree):
+    root = omniglot_tree(tmp_path / "omniglot", {"Greek": 2, "Latin": 3, "Sanskrit": 2})
     omniglot = ClassDataset.from_omniglot(root, image_size=(4, 4))
     assert omniglot.metadata_dim == 3 and omniglot.alphabets == ["Greek", "Latin", "Sanskrit"]
     one_hot = {"Greek": [1, 0, 0], "Latin": [0, 1, 0], "Sanskrit": [0, 0, 1]}

@@ -150,14 +150,13 @@ def test_gp_validation_and_test_tasks_do_not_depend_on_the_meta_batch_size():
 # ------------------------------------------------------------ class metadata (classification)
 
 
-def test_cnp_classifier_conditions_on_omniglot_alphabets(tmp_path, capsys):
+def test_cnp_classifier_conditions_on_omniglot_alphabets(tmp_path, capsys, omniglot_tree):
     """A CNPClassifier run with `task_metadata` on an Omniglot tree: its episodes carry each class's
     one-hot alphabet, the learner is built with that size, and it trains, validates and tests."""
-    from tests.conftest import write_omniglot_tree
     from tfmeta import workdir
 
-    root = write_omniglot_tree(tmp_path / "omniglot", {"Greek": 3, "Latin": 3, "Early_Aramaic": 3, "Sanskrit": 2,
-                                                       "Tagalog": 2}, images_per_character=3, size=28)
+    root = omniglot_tree(tmp_path / "omniglot", {"Greek": 3, "Latin": 3, "Early_Aramaic": 3, "Sanskrit": 2,
+                                                 "Tagalog": 2}, images_per_character=3, size=28)
     config = quick(tmp_path, dataset="omniglot", data_dir=str(root), ways=3, shots=1, queries=2, meta_batch_size=2,
                    num_iterations=2, eval_every=2, eval_episodes=4, task_metadata=True)
     result = run(config)
