@@ -13,7 +13,7 @@ from tfmeta.data.episode import Episode
 
 
 def finite_difference_error(learner, episode: Episode, directions: int = 3, h: float = 1e-6, seed: int = 0,
-                            step=0) -> float:
+                            step=0, variables=None) -> float:
     """Largest relative error of `meta_gradients` against central finite differences of `task_loss`.
 
     Along `directions` random directions `d` of the meta-variables, compares the
@@ -29,6 +29,8 @@ def finite_difference_error(learner, episode: Episode, directions: int = 3, h: f
         h: the finite-difference step.
         seed: seed of the directions.
         step: the loop's step given to both (multi-step loss weights depend on it).
+        variables: a subset of `learner.meta_variables` to move (None: all of
+            them), e.g. a conditioning network's, to check its gradient alone.
 
     Returns:
         The largest `|analytic - numeric| / max(|numeric|, 1e-8)` over the directions.
@@ -40,8 +42,12 @@ def finite_difference_error(learner, episode: Episode, directions: int = 3, h: f
     assert finite_difference_error(maml, episode) < 1e-6
     ```
     """
-    variables = learner.meta_variables
     grads, _, _ = learner.meta_gradients(type(episode)(*(t[None] for t in episode)), step=step)
+    if variables is not None:  # the gradients of the chosen variables, in their order
+        by_id = {id(v): g for v, g in zip(learner.meta_variables, grads)}
+        grads = [by_id[id(v)] for v in variables]
+    else:
+        variables = learner.meta_variables
     rng = np.random.default_rng(seed)
     base = [v.numpy() for v in variables]
 
