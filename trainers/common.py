@@ -6,7 +6,9 @@ default is read from the dataclass (defaults live there only).
 `main(fn)` runs a trainer: a bad flag value, missing or bad data, a workdir
 that belongs to another run or a diverging run end with one line on stderr
 (`error: ...`) and exit status 1; `--verbose` shows the traceback and
-TensorFlow's own log lines instead.
+TensorFlow's own log lines instead. A run stopped by SIGTERM (preemption) saves a
+checkpoint at its current step and exits with status 42
+(`tfmeta.training.preemption.PREEMPTED_EXIT_CODE`); the same command resumes it.
 """
 
 import dataclasses
@@ -221,9 +223,12 @@ def main(fn) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     from tfmeta.training.checkpoints import WorkdirConfigMismatchError  # noqa: PLC0415
+    from tfmeta.training.checkpoints import DamagedCheckpointError  # noqa: PLC0415
     from tfmeta.training.loop import NonFiniteLossError  # noqa: PLC0415
+    from tfmeta.training.preemption import PREEMPTED_EXIT_CODE, PreemptedError  # noqa: PLC0415
 
-    user_errors = (ValueError, OSError, NonFiniteLossError, WorkdirConfigMismatchError, tf.errors.OpError)
+    user_errors = (ValueError, OSError, NonFiniteLossError, WorkdirConfigMismatchError, tf.errors.OpError,
+                   DamagedCheckpointError)
 
     def wrapped(argv):
         verbose = flags.FLAGS.verbose
@@ -232,6 +237,9 @@ def main(fn) -> None:
             tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
         try:
             return fn(argv)
+        except PreemptedError as error:  # saved; a scheduler restarts the same command
+            print(str(error), file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT_CODE)
         except user_errors as error:
             if verbose:
                 raise

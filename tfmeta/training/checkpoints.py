@@ -15,11 +15,20 @@ checkpoint's shards into a temporary directory, then merges them into
 state file (write to a temporary file + rename). `latest_checkpoint` reads that
 state file, so a half-written `ckpt-<step>` is never picked up: resuming uses
 the previous complete checkpoint (tests/training/test_checkpoints.py shows it).
+
+Damage after the fact (a truncated or corrupted file, a missing index, a lost or
+garbled state file) is caught at resume: `intact_checkpoint` reads every tensor
+of each candidate, newest first (TensorFlow checks each tensor's CRC32C), moves
+a damaged one aside into `checkpoints/damaged/` naming what was wrong, and
+falls back to the newest intact one. A workdir whose checkpoints are all
+damaged is an error (`DamagedCheckpointError`), never a silent fresh start.
 """
 
 import json
 import os
 import pathlib
+import re
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -35,8 +44,16 @@ BEST_FILE = "best.json"
 TENSORBOARD_DIR = "tensorboard"
 
 
+DAMAGED_DIR = "checkpoints/damaged"  # damaged checkpoints, moved aside at resume (kept for inspection)
+_CHECKPOINT_INDEX = re.compile(r"^(.+)-(\d+)\.index$")
+
+
 class WorkdirConfigMismatchError(ValueError):
     """The workdir belongs to a run with a different configuration."""
+
+
+class DamagedCheckpointError(RuntimeError):
+    """Every checkpoint of a workdir is damaged: resuming would silently start from scratch."""
 
 
 def write_json_atomic(path, value) -> None:
@@ -95,8 +112,135 @@ def load_selection(workdir) -> dict:
 
 
 def latest_checkpoint(workdir):
-    """Path prefix of the latest complete checkpoint in `workdir`, or None."""
-    return tf.train.latest_checkpoint(str(pathlib.Path(workdir) / CHECKPOINT_DIR))
+    """Path prefix of the latest complete checkpoint in `workdir` (as the `checkpoint` state file names it), or None.
+
+    Not checked for damage; `intact_checkpoint` is.
+    """
+    try:
+        return tf.train.latest_checkpoint(str(pathlib.Path(workdir) / CHECKPOINT_DIR))
+    except (tf.errors.OpError, ValueError):  # a garbled state file: no answer from it
+        return None
+
+
+def checkpoint_candidates(directory) -> list:
+    """Every checkpoint in `directory`, newest (highest number) first, as path prefixes.
+
+    The union of what the `checkpoint` state file lists and the `<prefix>-<n>.index`
+    files present, so that a lost or garbled state file, or a checkpoint whose
+    index is gone, still shows up (to be checked by `checkpoint_problem`).
+
+    Args:
+        directory: a checkpoint directory (e.g. `<workdir>/checkpoints`).
+
+    Returns:
+        A list of path prefixes (`.../ckpt-<n>`), highest `n` first.
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    prefixes = set()
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except (tf.errors.OpError, ValueError):
+        state = None
+    if state is not None:
+        for path in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]:
+            if path:
+                path = pathlib.Path(path)
+                prefixes.add(str(path if path.is_absolute() else directory / path))
+    for child in directory.iterdir():
+        if _CHECKPOINT_INDEX.match(child.name):
+            prefixes.add(str(child)[: -len(".index")])
+
+    def number(prefix):
+        tail = prefix.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    return sorted(prefixes, key=number, reverse=True)
+
+
+def checkpoint_problem(prefix) -> str | None:
+    """What is wrong with the checkpoint at `prefix`, or None if it is intact.
+
+    Reads every tensor (TensorFlow checks each one's CRC32C), so a truncated or
+    corrupted data file, a missing or garbled index are all found.
+
+    Args:
+        prefix: a checkpoint path prefix (`.../ckpt-<n>`).
+
+    Returns:
+        None, or one line naming the problem.
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 - OpError, IndexError, ValueError: any failure to read is damage
+        lines = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return None
+
+
+def intact_checkpoint(directory, log=print, move_damaged: bool = True):
+    """The newest intact checkpoint of `directory`; damaged newer ones are moved aside.
+
+    Each damaged checkpoint's files go to `<directory>/damaged/` (kept for
+    inspection, never picked up again) and `log` gets a line naming it and
+    what was wrong.
+
+    Args:
+        directory: a checkpoint directory (e.g. `<workdir>/checkpoints`).
+        log: `(line) -> None` for the damage reports.
+        move_damaged: move damaged checkpoints aside (the chief of a
+            multi-worker run does; the other workers only skip them).
+
+    Returns:
+        The path prefix of the newest intact checkpoint, or None if the
+        directory holds no checkpoint at all.
+
+    Raises:
+        DamagedCheckpointError: if it holds checkpoints and every one is damaged.
+    """
+    directory = pathlib.Path(directory)
+    damaged = []
+    for prefix in checkpoint_candidates(directory):
+        problem = checkpoint_problem(prefix)
+        if problem is None:
+            if damaged:
+                log(f"Resuming from {prefix}, the newest intact checkpoint.")
+            return prefix
+        damaged.append(f"{prefix} ({problem})")
+        moved = f"moved its files to {_move_aside(prefix, directory / 'damaged')} and " if move_damaged else ""
+        log(f"Checkpoint {prefix} is damaged ({problem}); {moved}falling back to an older checkpoint.")
+    if damaged:
+        raise DamagedCheckpointError(
+            f"Every checkpoint in {str(directory)!r} is damaged; refusing to start from scratch over them (their "
+            f"files are in {str(directory / 'damaged')!r}). Choose another --workdir to start afresh. Received: "
+            + "; ".join(damaged)
+        )
+    return None
+
+
+def _move_aside(prefix, destination) -> pathlib.Path:
+    destination = pathlib.Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    prefix = pathlib.Path(prefix)
+    for path in prefix.parent.glob(prefix.name + ".*"):
+        os.replace(path, destination / path.name)
+    return destination
+
+
+def remove_checkpoint_files(prefix) -> None:
+    """Deletes a checkpoint's files (`<prefix>.index`, `.data-*`) and its writer's temporary ones (`<prefix>_temp*`).
+
+    What a failed save leaves behind is removed so that no later resume can pick up a partial checkpoint.
+    """
+    prefix = pathlib.Path(prefix)
+    for path in list(prefix.parent.glob(prefix.name + ".*")) + list(prefix.parent.glob(prefix.name + "_temp*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def prepare_workdir(config: MetaTrainConfig, data_spec: dict | None = None) -> None:
@@ -125,7 +269,7 @@ def prepare_workdir(config: MetaTrainConfig, data_spec: dict | None = None) -> N
                 f"The workdir {str(workdir)!r} holds a run with a different configuration; "
                 f"refusing to overwrite it. Choose another --workdir or the same settings. Received: {detail}"
             )
-    if latest_checkpoint(workdir) is not None and not config.resume:
+    if checkpoint_candidates(workdir / CHECKPOINT_DIR) and not config.resume:
         raise FileExistsError(
             f"The workdir {str(workdir)!r} already holds checkpoints and resume is off; refusing to overwrite "
             f"them. Pass --resume to continue that run or choose another --workdir. Received: resume=False"

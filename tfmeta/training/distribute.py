@@ -176,6 +176,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several processes (`MultiWorkerMirroredStrategy` over a cluster)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return bool(resolver is not None and resolver.cluster_spec().jobs)
+
+
 def write_dir(workdir, strategy: tf.distribute.Strategy) -> pathlib.Path:
     """Where this process writes: `workdir` on the chief; on the other workers
     a directory of their own under the system's temporary directory, not yet

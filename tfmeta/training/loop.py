@@ -13,6 +13,7 @@ from tfmeta.learners.base import Learner
 from tfmeta.training import checkpoints, distribute, summaries
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loss_scale import DynamicLossScale
+from tfmeta.training.preemption import SigtermWatcher
 
 # What one compiled step did (the first value `train_step` returns).
 APPLIED, SKIPPED, NON_FINITE = 0, 1, 2
@@ -128,6 +129,8 @@ class MetaTrainer:
         self.progress_seconds = progress_seconds
         self.evaluation_hooks = tuple(evaluation_hooks)
         self.trace_count = 0
+        self.restored_from = None  # the checkpoint `restore` restored
+        self.preempted = False  # whether the last `train()` stopped on SIGTERM
 
         with self.strategy.scope():
             keras.utils.set_random_seed(self.config.seed)
@@ -235,19 +238,37 @@ class MetaTrainer:
     # ------------------------------------------------------------ checkpoints
 
     def restore(self) -> int:
-        """Restores the latest checkpoint of the workdir if any; returns the step.
+        """Restores the newest intact checkpoint of the workdir if any; returns the step.
 
-        Every worker of a multi-worker run reads the chief's workdir.
+        Damaged newer checkpoints are reported and moved aside
+        (`checkpoints.intact_checkpoint`). Every worker of a multi-worker run
+        reads the chief's workdir.
+
+        Raises:
+            DamagedCheckpointError: if the workdir holds checkpoints and all are damaged.
         """
-        path = checkpoints.latest_checkpoint(self.workdir)
+        path = checkpoints.intact_checkpoint(self.workdir / checkpoints.CHECKPOINT_DIR, log=self._print,
+                                             move_damaged=self.is_chief)
         if path is not None:
             self.checkpoint.restore(path).assert_existing_objects_matched()
+            self.restored_from = path
         return int(self.step.numpy())
 
     def save(self) -> str:
         """Saves a checkpoint numbered by the current step; returns its path
-        (a temporary one on non-chief workers)."""
-        return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        (a temporary one on non-chief workers).
+
+        If writing fails (a full disk, a permission error), the files of the
+        failed checkpoint are deleted before the error is raised: the state file
+        still names the previous checkpoint, and nothing partial is left for a
+        later resume to pick up.
+        """
+        number = int(self.step.numpy())
+        try:
+            return self.manager.save(checkpoint_number=number)
+        except BaseException:
+            checkpoints.remove_checkpoint_files(self.write_dir / checkpoints.CHECKPOINT_DIR / f"ckpt-{number}")
+            raise
 
     @property
     def selects(self) -> bool:
@@ -317,12 +338,18 @@ class MetaTrainer:
             until_step: stop after this step (saving a checkpoint) as if the
                 run were interrupted there; None: run to the end.
 
+        On SIGTERM (preemption; one process, on one device or under
+        `MirroredStrategy`) it saves a checkpoint after the current step and
+        returns early with `self.preempted` set (`tfmeta.training.preemption`).
+
         Returns:
             The history: one dict of scalars per evaluation (`step`, training
             `loss` and metrics averaged since the previous evaluation,
             validation metrics, the learner's scalars, `seconds`).
 
         Raises:
+            DamagedCheckpointError: if the workdir holds checkpoints and every
+                one is damaged (see `checkpoints.intact_checkpoint`).
             NonFiniteLossError: when the meta-loss or a gradient is not finite
                 (nothing is applied or saved; the last checkpoint remains).
             WorkdirConfigMismatchError, FileExistsError: see
@@ -332,13 +359,19 @@ class MetaTrainer:
             checkpoints.prepare_workdir(self.config, self.data_spec)
         else:
             self.write_dir.mkdir(parents=True, exist_ok=True)
+        self.preempted = False
+        # SIGTERM (preemption) saves and stops between steps; multi-worker runs keep the default (see preemption.py).
+        watcher = SigtermWatcher() if not distribute.is_multi_worker(self.strategy) else None
         try:
-            return self._train(until_step)
+            if watcher is None:
+                return self._train(until_step)
+            with watcher:
+                return self._train(until_step, watcher)
         finally:
             if not self.is_chief:
                 distribute.remove_write_dir(self.write_dir, self.workdir)
 
-    def _train(self, until_step):
+    def _train(self, until_step, watcher=None):
         config = self.config
         start = self.restore()
         history = []
@@ -346,7 +379,7 @@ class MetaTrainer:
             self._print(f"Already trained for {start} steps (num_iterations={config.num_iterations}); nothing to do.")
             return history
         if start:
-            self._print(f"Resuming from step {start}: {checkpoints.latest_checkpoint(self.workdir)}")
+            self._print(f"Resuming from step {start}: {self.restored_from}")
         dataset = self.strategy.distribute_datasets_from_function(
             lambda input_context: self.train_dataset_fn(start, input_context)
         )
@@ -356,6 +389,7 @@ class MetaTrainer:
         window, started = {}, time.perf_counter()
         selection = checkpoints.load_selection(self.workdir) if self.selects else {}
         end = config.num_iterations if until_step is None else min(until_step, config.num_iterations)
+        path = None  # the last checkpoint saved
         for step in range(start, end):
             try:
                 batch = next(iterator)
@@ -403,6 +437,13 @@ class MetaTrainer:
                                 f"{config.patience} evaluations (best {selection['value']:.4f} at step "
                                 f"{selection['step']}).")
                     break
+            if watcher is not None and watcher.received:
+                if path is None or not path.endswith(f"ckpt-{done}"):  # not saved at this step yet
+                    path = self.save()
+                self.preempted = True
+                self._print(f"Preempted (SIGTERM) after step {done}: saved {path}. Run the same command again to "
+                            f"resume from it.")
+                break
         writer.flush()
         return history
 

@@ -16,6 +16,7 @@ from tfmeta.data.splits import ClassSplit, load_class_split
 from tfmeta.training import distribute
 from tfmeta.training.config import COMPLETION_DATASETS, GP_DATASETS, MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
+from tfmeta.training.preemption import PreemptedError
 
 # Validation and test tasks are drawn at steps far beyond any training step, so
 # with the same seed they never coincide with training tasks (sinusoids).
@@ -623,6 +624,9 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
 
     Raises:
         NonFiniteLossError: if training diverges (the last checkpoint is kept).
+        PreemptedError: if the run got SIGTERM (it saved a checkpoint at the
+            current step; the same call resumes it).
+        DamagedCheckpointError: if every checkpoint of the workdir is damaged.
 
     Example:
 
@@ -636,6 +640,9 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
     if verbose:
         print(f"tfmeta: {config.variant} on {config.dataset}; workdir {config.workdir}", flush=True)
     history = trainer.train()
+    if trainer.preempted:
+        raise PreemptedError(f"Preempted (SIGTERM) at step {int(trainer.step.numpy())}; the checkpoint is saved: run "
+                             f"the same command again to resume. Received: workdir={config.workdir!r}")
     results, path = test_and_export(trainer, config, split, verbose=verbose)
     return RunResult(config, trainer, history, results, path)
 
