@@ -1,7 +1,9 @@
 """Run in its own process by test_faults.py: a small sinusoid MAML run, optionally under
 MirroredStrategy on 2 logical CPUs (which must be configured before TensorFlow starts).
 
-    python tests/training/preempt_run.py <workdir> <default|mirrored> <num_iterations>
+    python tests/training/preempt_run.py <workdir> <default|mirrored|multi_worker> <num_iterations>
+
+(`multi_worker`: one worker of a cluster described by `TF_CONFIG`.)
 
 Exits 42 (`PREEMPTED_EXIT_CODE`) when SIGTERM stopped it, 0 when it finished.
 """

@@ -3,11 +3,13 @@
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tfmeta.training import distribute
 
@@ -99,3 +101,64 @@ def test_two_workers_train_identically_save_on_chief_and_resume(tmp_path):
     single.train()
     for a, b in zip(resumed[0], single.model.variables):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+PREEMPT_RUN = pathlib.Path(__file__).with_name("preempt_run.py")
+
+
+def _start_cluster(workdir, num_iterations):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    return [subprocess.Popen(
+        [sys.executable, str(PREEMPT_RUN), str(workdir), "multi_worker", str(num_iterations)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+             "TF_CONFIG": distribute.tf_config_for(cluster, "worker", index)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
+
+
+def _finish(processes):
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in processes], outputs
+
+
+def _final_checkpoint(workdir):
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tfmeta.training import checkpoints  # noqa: PLC0415
+
+    reader = tf.train.load_checkpoint(checkpoints.latest_checkpoint(workdir))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if not any(part in name for part in ("save_counter", "checkpointed_runs", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_saves_the_same_step_on_all_and_resumes_bitwise(tmp_path):
+    """SIGTERM to the non-chief worker: TensorFlow's PreemptionCheckpointHandler makes both save and exit 42."""
+    from tfmeta.training import checkpoints  # noqa: PLC0415
+    from tfmeta.training.preemption import PREEMPTED_EXIT_CODE  # noqa: PLC0415
+
+    codes, outputs = _finish(_start_cluster(tmp_path / "full", 40))
+    assert codes == [0, 0], outputs[0][-2000:]
+
+    processes = _start_cluster(tmp_path / "run", 40)
+    for line in processes[0].stdout:  # the chief prints progress; preempt the other worker once it trains
+        if line.startswith("step 10/"):
+            processes[1].send_signal(signal.SIGTERM)
+            break
+    codes, outputs = _finish(processes)
+    assert codes == [PREEMPTED_EXIT_CODE] * 2, [o[-2000:] for o in outputs]
+    stopped = int(outputs[0].split("Preempted (SIGTERM) after step ")[1].split(":")[0])
+    assert 10 <= stopped < 40
+    assert checkpoints.latest_checkpoint(tmp_path / "run").endswith(f"ckpt-{stopped}")
+
+    codes, outputs = _finish(_start_cluster(tmp_path / "run", 40))
+    assert codes == [0, 0], outputs[0][-2000:]
+    full, resumed = _final_checkpoint(tmp_path / "full"), _final_checkpoint(tmp_path / "run")
+    assert sorted(full) == sorted(resumed)
+    for name in full:
+        np.testing.assert_array_equal(full[name], resumed[name], err_msg=name)

@@ -208,6 +208,10 @@ def intact_checkpoint(directory, log=print, move_damaged: bool = True):
         if problem is None:
             if damaged:
                 log(f"Resuming from {prefix}, the newest intact checkpoint.")
+                if move_damaged:  # the state file names the intact checkpoints only
+                    intact = [c for c in checkpoint_candidates(directory) if pathlib.Path(c + ".index").exists()]
+                    tf.compat.v1.train.update_checkpoint_state(str(directory), prefix,
+                                                               all_model_checkpoint_paths=intact[::-1])
             return prefix
         damaged.append(f"{prefix} ({problem})")
         moved = f"moved its files to {_move_aside(prefix, directory / 'damaged')} and " if move_damaged else ""

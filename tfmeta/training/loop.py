@@ -13,6 +13,7 @@ from tfmeta.learners.base import Learner
 from tfmeta.training import checkpoints, distribute, summaries
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loss_scale import DynamicLossScale
+from tfmeta.training import preemption
 from tfmeta.training.preemption import SigtermWatcher
 
 # What one compiled step did (the first value `train_step` returns).
@@ -161,12 +162,7 @@ class MetaTrainer:
         if self.loss_scale is not None:
             parts["loss_scale"] = self.loss_scale
         self.checkpoint = tf.train.Checkpoint(**parts)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            directory=str(self.write_dir / checkpoints.CHECKPOINT_DIR),
-            max_to_keep=3,
-            step_counter=self.step,
-        )
+        self.manager = self._make_manager()
         # The checkpoint with the best validation metric (kept apart from the last three).
         self.best_manager = tf.train.CheckpointManager(
             self.checkpoint, directory=str(self.write_dir / checkpoints.BEST_DIR), max_to_keep=1,
@@ -237,6 +233,11 @@ class MetaTrainer:
 
     # ------------------------------------------------------------ checkpoints
 
+    def _make_manager(self) -> tf.train.CheckpointManager:
+        """The manager of the periodic checkpoints (the last three kept), reading the state file as it is now."""
+        return tf.train.CheckpointManager(self.checkpoint, directory=str(self.write_dir / checkpoints.CHECKPOINT_DIR),
+                                          max_to_keep=3, step_counter=self.step)
+
     def restore(self) -> int:
         """Restores the newest intact checkpoint of the workdir if any; returns the step.
 
@@ -252,6 +253,7 @@ class MetaTrainer:
         if path is not None:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             self.restored_from = path
+            self.manager = self._make_manager()  # damaged checkpoints may have left the state file
         return int(self.step.numpy())
 
     def save(self) -> str:
@@ -360,7 +362,8 @@ class MetaTrainer:
         else:
             self.write_dir.mkdir(parents=True, exist_ok=True)
         self.preempted = False
-        # SIGTERM (preemption) saves and stops between steps; multi-worker runs keep the default (see preemption.py).
+        # SIGTERM (preemption) saves and stops between steps (see preemption.py): a flag in one process, TensorFlow's
+        # PreemptionCheckpointHandler across the workers of a cluster (created in `_train`, after restoring).
         watcher = SigtermWatcher() if not distribute.is_multi_worker(self.strategy) else None
         try:
             if watcher is None:
@@ -380,6 +383,7 @@ class MetaTrainer:
             return history
         if start:
             self._print(f"Resuming from step {start}: {self.restored_from}")
+        handler = None if watcher is not None else preemption.multi_worker_handler(self.strategy, self.manager)
         dataset = self.strategy.distribute_datasets_from_function(
             lambda input_context: self.train_dataset_fn(start, input_context)
         )
@@ -437,7 +441,15 @@ class MetaTrainer:
                                 f"{config.patience} evaluations (best {selection['value']:.4f} at step "
                                 f"{selection['step']}).")
                     break
-            if watcher is not None and watcher.received:
+            if handler is not None:
+                try:  # every worker saves at the same step when one of them got SIGTERM
+                    handler.save_checkpoint_if_preempted(checkpoint_number=done, check_interval=False)
+                except preemption.PreemptedError:
+                    self.preempted = True
+                    self._print(f"Preempted (SIGTERM) after step {done}: saved "
+                                f"{checkpoints.latest_checkpoint(self.workdir)}. Run the same command again to resume.")
+                    break
+            elif watcher.received:
                 if path is None or not path.endswith(f"ckpt-{done}"):  # not saved at this step yet
                     path = self.save()
                 self.preempted = True

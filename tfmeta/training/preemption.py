@@ -8,19 +8,21 @@ with `trainer.preempted` set, and the trainers exit with `PREEMPTED_EXIT_CODE`
 same command resumes on the same trajectory (the task streams are pure
 functions of `(seed, step)`).
 
-Why not `tf.distribute.experimental.PreemptionCheckpointHandler`: it is
-documented for `MultiWorkerMirroredStrategy` and `TPUStrategy` only, keeps its
-own run counter in the checkpoint (our step counter already is the position in
-the task stream) and restores on construction, bypassing the damaged-checkpoint
-checks of `checkpoints.intact_checkpoint`. On one device and under
-`MirroredStrategy` (one process) a flag checked between steps is all that is
-needed. Multi-worker runs (where the workers must agree on the step to save
-at) keep the default SIGTERM behaviour and resume from the last periodic
-checkpoint.
+Under `MultiWorkerMirroredStrategy` across processes the workers must agree on
+the step to save at (saving is collective): there TensorFlow's
+`tf.distribute.experimental.PreemptionCheckpointHandler` does it
+(`multi_worker_handler`): the worker that gets SIGTERM tells the others through
+the coordination service, all save the same step with the run's
+`CheckpointManager` (numbered by the step, as every checkpoint), and its exit
+function raises `PreemptedError` into the loop. On one device and under
+`MirroredStrategy` (one process) the handler is not documented to apply, and a
+flag checked between steps is all that is needed (`SigtermWatcher`).
 """
 
 import signal
 import threading
+
+import tensorflow as tf
 
 # The exit status of a preempted trainer: not 0 (the run is not finished, so a
 # `train && export` chain stops), and the restart code of TensorFlow's failure handling.
@@ -29,6 +31,30 @@ PREEMPTED_EXIT_CODE = 42
 
 class PreemptedError(RuntimeError):
     """A run stopped on SIGTERM after saving a checkpoint; the same command resumes it."""
+
+
+def _raise_preempted():
+    raise PreemptedError("Preempted (SIGTERM): the checkpoint is saved.")
+
+
+def multi_worker_handler(strategy, manager):
+    """TensorFlow's `PreemptionCheckpointHandler` for a multi-worker run, saving with `manager`.
+
+    Call `handler.save_checkpoint_if_preempted(checkpoint_number=step)` after
+    every step; when any worker got SIGTERM, every worker saves at the same step
+    and the call raises `PreemptedError`.
+
+    Args:
+        strategy: a `MultiWorkerMirroredStrategy` over a cluster.
+        manager: the run's `tf.train.CheckpointManager` (restored from already:
+            the handler restores its latest checkpoint again on construction).
+
+    Returns:
+        A `tf.distribute.experimental.PreemptionCheckpointHandler`.
+    """
+    config = tf.distribute.experimental.TerminationConfig(exit_fn=_raise_preempted)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(strategy.cluster_resolver, manager,
+                                                                  termination_config=config)
 
 
 class SigtermWatcher:
