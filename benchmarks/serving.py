@@ -13,8 +13,14 @@ with 5 queries per class:
   5- or 20-way requests.
 
 Prints one line per configuration: `config=<name> p50_ms=<number> p99_ms=<number>`.
+With `--concurrency=N` (N > 1) the line also gives the same export under load: `N`
+client threads sending requests at once, each request's latency (`load_p50_ms`,
+`load_p99_ms`) and the throughput in requests per second, next to the single
+client's (`requests_per_s`, one request at a time).
+`benchmarks.soak` checks the answers under load (and the rejections of bad requests).
 """
 
+import concurrent.futures
 import json
 import pathlib
 import tempfile
@@ -40,6 +46,7 @@ flags.DEFINE_integer("requests", 300, "Timed requests per configuration (after w
 flags.DEFINE_integer("warmup", 30, "Untimed requests first.")
 flags.DEFINE_integer("shots", 1, "Support examples per class.")
 flags.DEFINE_integer("queries", 5, "Query examples per class.")
+flags.DEFINE_integer("concurrency", 1, "Client threads for the figures under load (1: one client only).")
 flags.DEFINE_enum("loader", "signature", ["signature", "session"],
                   "signature: tf.saved_model.load; session: TF1 Session loader as TF Serving's C++ server.")
 
@@ -83,27 +90,58 @@ def _make_serve(path, loader):
     return lambda request: session.run(fetch, {sig.inputs[k].name: v for k, v in request.items()})
 
 
-def measure(path, loader="signature", requests=300, warmup=30, shots=1, queries=5, ways=None):
-    """`(p50_ms, p99_ms)` of adapt-and-predict requests of `ways` classes (default: the card's), one at a time."""
+def _requests(path, count, shots, queries, ways, seed=0):
     card = json.loads((pathlib.Path(path) / "assets" / "tfmeta.json").read_text())
     ways, shape = ways or card["ways"], tuple(card["input"]["shape"])
+    rng = np.random.default_rng(seed)
+    return ways * queries, [{
+        "support_images": rng.random((ways * shots, *shape), dtype=np.float32),
+        "support_labels": np.repeat(np.arange(ways, dtype=np.int32), shots),
+        "query_images": rng.random((ways * queries, *shape), dtype=np.float32),
+    } for _ in range(count)]
+
+
+def measure(path, loader="signature", requests=300, warmup=30, shots=1, queries=5, ways=None, concurrency=1):
+    """Latency of adapt-and-predict requests of `ways` classes (default: the card's).
+
+    Returns:
+        `(p50_ms, p99_ms, requests_per_s)` of requests sent one at a time; with
+        `concurrency > 1`, also `(load_p50_ms, load_p99_ms, load_requests_per_s)`
+        with `concurrency` clients sending at once (six numbers in all).
+    """
+    answer_size, pool = _requests(path, 20, shots, queries, ways)
     serve = _make_serve(path, loader)
-    rng = np.random.default_rng(0)
-    times = []
-    for i in range(warmup + requests):
-        request = {
-            "support_images": rng.random((ways * shots, *shape), dtype=np.float32),
-            "support_labels": np.repeat(np.arange(ways, dtype=np.int32), shots),
-            "query_images": rng.random((ways * queries, *shape), dtype=np.float32),
-        }
+
+    def timed(i):
         start = time.perf_counter()
-        classes = serve(request)
+        classes = serve(pool[i % len(pool)])
         elapsed = time.perf_counter() - start
-        if classes.shape != (ways * queries,):
+        if classes.shape != (answer_size,):
             raise RuntimeError(f"Unexpected answer shape {classes.shape}")
-        if i >= warmup:
-            times.append(elapsed * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+        return elapsed * 1000
+
+    for i in range(warmup):
+        timed(i)
+    start = time.perf_counter()
+    times = [timed(i) for i in range(requests)]
+    single = (float(np.percentile(times, 50)), float(np.percentile(times, 99)),
+              requests / (time.perf_counter() - start))
+    if concurrency <= 1:
+        return single
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as clients:
+        list(clients.map(timed, range(warmup)))
+        start = time.perf_counter()
+        times = list(clients.map(timed, range(requests)))
+        seconds = time.perf_counter() - start
+    return single + (float(np.percentile(times, 50)), float(np.percentile(times, 99)), requests / seconds)
+
+
+def _line(name, figures, concurrency) -> str:
+    line = f"config={name} p50_ms={figures[0]:.2f} p99_ms={figures[1]:.2f} requests_per_s={figures[2]:.1f}"
+    if len(figures) > 3:
+        line += (f" concurrency={concurrency} load_p50_ms={figures[3]:.2f} load_p99_ms={figures[4]:.2f} "
+                 f"load_requests_per_s={figures[5]:.1f}")
+    return line
 
 
 def main(argv):
@@ -112,15 +150,16 @@ def main(argv):
     f = flags.FLAGS
     if f.model is not None:
         name = f.config or pathlib.Path(f.model).parent.name
-        p50, p99 = measure(f.model, f.loader, f.requests, f.warmup, f.shots, f.queries, f.ways)
-        print(f"config={name} p50_ms={p50:.2f} p99_ms={p99:.2f}", flush=True)
+        figures = measure(f.model, f.loader, f.requests, f.warmup, f.shots, f.queries, f.ways, f.concurrency)
+        print(_line(name, figures, f.concurrency), flush=True)
         return
     check_configs(f.configs, CONFIGS)
     with tempfile.TemporaryDirectory(prefix="tfmeta-bench-") as tmp:
         for name in f.configs:
             path = _fresh_export(tmp, name)
-            p50, p99 = measure(path, f.loader, f.requests, f.warmup, f.shots, f.queries, CONFIGS[name][2])
-            print(f"config={name} p50_ms={p50:.2f} p99_ms={p99:.2f}", flush=True)
+            figures = measure(path, f.loader, f.requests, f.warmup, f.shots, f.queries, CONFIGS[name][2],
+                              f.concurrency)
+            print(_line(name, figures, f.concurrency), flush=True)
 
 
 if __name__ == "__main__":

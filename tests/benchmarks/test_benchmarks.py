@@ -96,8 +96,10 @@ print(json.dumps({"shapes": [list(t.shape) for t in batch], "support_mask": batc
 def test_serving_prints_one_line_per_config():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serving", "--configs=proto_20w1s", "--requests=3", "--warmup=1"],
+        [sys.executable, "-m", "benchmarks.serving", "--configs=proto_20w1s", "--requests=8", "--warmup=2",
+         "--concurrency=4"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(r"^config=proto_20w1s p50_ms=[\d.]+ p99_ms=[\d.]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"^config=proto_20w1s p50_ms=[\d.]+ p99_ms=[\d.]+ requests_per_s=[\d.]+ concurrency=4 "
+                     r"load_p50_ms=[\d.]+ load_p99_ms=[\d.]+ load_requests_per_s=[\d.]+$", done.stdout, re.M), done.stdout

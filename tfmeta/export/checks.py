@@ -15,8 +15,27 @@ def _shape(x):
     return tf.raw_ops.Shape(input=x, out_type=tf.int32)
 
 
+def check_finite(x, name: str) -> list:
+    """Checks every entry of a floating-point `x` is finite (no NaN, no Inf); no check for other dtypes.
+
+    A NaN pixel would otherwise come back as NaN logits (or, through a
+    softmax, an arbitrary class) instead of an error.
+    """
+    if not x.dtype.is_floating:
+        return []
+    bad = tf.math.count_nonzero(tf.logical_not(tf.math.is_finite(x)), dtype=tf.int32)
+    return [
+        tf.debugging.Assert(
+            tf.equal(bad, 0),
+            [f"`{name}` must be finite (no NaN or Inf). Received: non-finite entries in {name}:", bad],
+            name=f"check_{name}_finite",
+        )
+    ]
+
+
 def check_batch(x, name: str, example_shape, allow_empty: bool = False) -> list:
-    """Checks `x` is `[batch, *example_shape]` with `batch >= 1` (or `>= 0` with `allow_empty`).
+    """Checks `x` is `[batch, *example_shape]` with `batch >= 1` (or `>= 0` with `allow_empty`),
+    and finite (`check_finite`).
 
     Args:
         x: the input tensor.
@@ -44,8 +63,8 @@ def check_batch(x, name: str, example_shape, allow_empty: bool = False) -> list:
         name=f"check_{name}_shape",
     )
     if allow_empty:
-        return [shape_check]
-    return [
+        return [shape_check] + check_finite(x, name)
+    return check_finite(x, name) + [
         shape_check,
         tf.debugging.Assert(
             tf.logical_or(tf.logical_not(rank_ok), padded[0] > 0),
@@ -71,7 +90,7 @@ def check_same_batch(x, x_name: str, y, y_name: str) -> list:
 
 
 def check_vector(x, name: str, size: int) -> list:
-    """Checks `x` has shape `[size]` (e.g. a task's description, `task_metadata`)."""
+    """Checks `x` has shape `[size]` (e.g. a task's description, `task_metadata`) and is finite."""
     shape = _shape(x)
     ok = tf.logical_and(tf.equal(tf.raw_ops.Size(input=shape, out_type=tf.int32), 1),
                         tf.reduce_all(tf.equal(tf.concat([shape, [-1]], axis=0)[:1], size)))
@@ -82,7 +101,7 @@ def check_vector(x, name: str, size: int) -> list:
             summarize=8,
             name=f"check_{name}_shape",
         )
-    ]
+    ] + check_finite(x, name)
 
 
 def check_rank(x, name: str, rank: int, pretty: str) -> list:
