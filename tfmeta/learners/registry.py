@@ -16,6 +16,7 @@ from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.metric import FineTuneBaseline
+from tfmeta.learners.recurrent.mann import build_lstm_seq, build_mann
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
@@ -128,6 +129,10 @@ register("cnp", "amortized", build_cnp,
          "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
 register("hypernet", "amortized", build_hypernet,
          "HyperNetwork: the support set generates a network's weights (all, the head, or FiLM layers)")
+register("mann", "recurrent", build_mann,
+         "Memory-augmented network (Santoro et al. 2016): LSTM controller, LRUA memory, label-offset sequences")
+register("lstm_seq", "recurrent", build_lstm_seq,
+         "LSTM on label-offset sequences: the MANN's controller without memory (Santoro et al.'s baseline)")
 
 
 def names(family: str | None = None) -> tuple:
