@@ -8,6 +8,8 @@ presentation of a class, mean ± 95% CI over `config.eval_episodes` test sequenc
 next to Santoro et al.'s published figures, and the export of one step of the
 recurrence (`tfmeta.export.export_recurrent_classifier`).
 
+Adam on the meta-gradients clipped to a global norm of `GRADIENT_CLIPNORM`.
+
 Config fields as this task reads them: `ways` = classes per sequence, `shots` =
 instances of each class in a sequence (the sequence has `ways * shots` steps),
 `queries` unused, `image_size` the side of the images (Santoro et al.: 20),
@@ -17,6 +19,7 @@ instances of each class in a sequence (the sequence has `ways * shots` steps),
 import dataclasses
 import math
 
+import keras
 import tensorflow as tf
 
 from tfmeta import evaluation
@@ -31,6 +34,8 @@ from tfmeta.training.loop import MetaTrainer
 from tfmeta.training.runner import TEST_START_STEP, VALIDATION_START_STEP, data_spec
 
 SEQUENCE_VARIANTS = ("mann", "lstm_seq")
+# The meta-gradients' global norm is clipped to this before Adam (recurrent nets: the NTM paper clips too).
+GRADIENT_CLIPNORM = 10.0
 # Presentations reported by the test (Santoro et al. 2016, Table 1).
 REPORTED_INSTANCES = (1, 2, 3, 4, 5, 10)
 # Santoro et al. 2016, Table 1, Omniglot, 5 classes: accuracy (%) on the 1st, 2nd, 3rd, 4th, 5th, 10th instance.
@@ -158,7 +163,9 @@ def run_sequences(config: MetaTrainConfig, strategy=None, verbose: bool = True, 
     train, val, test = sequence_dataset_fns(config, split)
     trainer = MetaTrainer(config, lambda: build_sequence_learner(config, split.train.image_shape,
                                                                  **(network_kwargs or {})),
-                          train, val, strategy=strategy, verbose=verbose, data_spec=spec)
+                          train, val, strategy=strategy, verbose=verbose, data_spec=spec,
+                          build_optimizer=lambda: keras.optimizers.Adam(config.meta_lr,
+                                                                        global_clipnorm=GRADIENT_CLIPNORM))
     history = trainer.train()
     if trainer.selects:
         step = trainer.restore_best()

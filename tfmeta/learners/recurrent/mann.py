@@ -419,8 +419,8 @@ class MANN(Learner):
         self.check_adapt_steps(steps)
         images, labels = tf.convert_to_tensor(support_x)[None], tf.convert_to_tensor(support_y)[None]
         _, state = self.sequence_logits(images, labels)
-        last = tf.one_hot(tf.cast(labels[:, -1:], tf.int32), self.ways, dtype=self.model.compute_dtype)[:, 0]
-        last = tf.cond(tf.shape(labels)[1] > 0, lambda: last, lambda: tf.zeros([1, self.ways], last.dtype))
+        one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.ways, dtype=self.model.compute_dtype)  # (1, T, ways)
+        last = tf.pad(one_hot, [[0, 0], [1, 0], [0, 0]])[:, -1]  # the last label; zeros for an empty sequence
         return {"state": state, "last_label": last}
 
     def predict(self, task_state, x, training: bool = True):
