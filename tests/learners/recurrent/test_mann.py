@@ -176,3 +176,28 @@ def test_bad_inputs_are_named():
         memory_network(1, (2, 2, 1))
     with pytest.raises(ValueError, match="`instances` must be a positive integer. Received: instances=0"):
         MANN(small(), instances=0)
+
+
+# ------------------------------------------------------------- tf.distribute
+
+
+def test_mirrored_strategy_on_two_cpus_gives_the_same_update(tmp_path):
+    """The same update (one SGD step of the loop: a wrong gradient scale shows, Adam would hide it) on
+    2 replicas (2 sequences each) as on one device (4 sequences)."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("mirrored_mann_check.py")),
+                           str(tmp_path)], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ")[-1])
+    assert result["replicas"] == 2 and result["step"] == 1
+    assert result["param_max_change"] > 1e-3  # the comparison below says something
+    assert result["update_max_rel_diff"] < 1e-4  # a sum over replicas instead of the mean fails (factor 2)
+    assert result["loss_diff"] < 1e-5
