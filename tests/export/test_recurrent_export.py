@@ -80,3 +80,20 @@ def test_export_refuses_other_learners(tmp_path):
 
     with pytest.raises(TypeError, match="recurrent classifier"):
         export_recurrent_classifier(build("protonet", mlp(input_dim=4, hidden=(4,), outputs=4)), tmp_path)
+
+
+def test_session_loader_serves_the_same_step(exported):
+    """The TF1 Session loader (the path TF Serving's C++ server takes) loads both signatures and serves the
+    same first two steps as the Python model."""
+    learner, path, _ = exported
+    images, labels = _sequences(seed=4, batch=1)
+    expected, _ = learner.sequence_logits(tf.constant(images[:, :2]), tf.constant(labels[:, :2]))
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        init, step = meta_graph.signature_def["initial_state"], meta_graph.signature_def["serving_default"]
+        state = session.run({k: v.name for k, v in init.outputs.items()}, {init.inputs["batch_size"].name: 1})
+        feed = {step.inputs["images"].name: images[:, :2], step.inputs["previous_labels"].name: [[-1, labels[0, 0]]]}
+        feed.update({step.inputs[k].name: v for k, v in state.items()})
+        logits = session.run(step.outputs["logits"].name, feed)
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-5)
