@@ -64,3 +64,10 @@ def test_format_by_instance_puts_the_paper_beside_ours():
 def test_bad_configs_are_named(split, tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         run_sequences(config(tmp_path, **changes), split=split)
+
+
+def test_the_episodic_runner_refuses_sequence_learners(tmp_path):
+    from tfmeta.training import run
+
+    with pytest.raises(ValueError, match="mann trains on label-offset sequences: use python -m trainers.mann"):
+        run(config(tmp_path), verbose=False)
