@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -15,6 +17,7 @@ def run_module(*args, timeout=300):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # ~25 s: the same path runs in-process in tests/training/test_sequence_runs.py
 def test_trainer_tests_by_instance_and_exports(tmp_path, omniglot_tree):
     """The sample split's alphabets (train: Greek, Latin; validation: Early_Aramaic; test: Sanskrit,
     Tagalog), 4 images per character: a 2-step run prints the by-instance table and exports."""
