@@ -31,6 +31,32 @@ def _weights(result):
     return [v.numpy() for v in result.trainer.learner.meta_variables]
 
 
+def _loop(workdir, split, num_iterations=4):
+    """`run_sequences`'s trainer (the same learner, stream and optimizer), without its validation and test."""
+    from tfmeta.training.loop import MetaTrainer
+    from tfmeta.training.sequences import build_sequence_learner, sequence_dataset_fns
+
+    cfg = config(workdir, num_iterations=num_iterations)
+    train, _, _ = sequence_dataset_fns(cfg, split)
+    return MetaTrainer(cfg, lambda: build_sequence_learner(cfg, split.train.image_shape, **NETWORK), train,
+                       verbose=False)
+
+
+def test_interrupted_and_resumed_training_equals_an_uninterrupted_one(split, tmp_path):
+    first = _loop(tmp_path / "b", split)
+    first.train(until_step=2)  # as if interrupted after step 2 (a checkpoint is saved)
+    at_step_2 = [v.numpy() for v in first.learner.meta_variables]
+    resumed = _loop(tmp_path / "b", split)
+    resumed.train()
+    straight = _loop(tmp_path / "a", split)
+    straight.train()
+    assert int(resumed.step.numpy()) == 4
+    for a, b in zip(straight.learner.meta_variables, resumed.learner.meta_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    assert max(np.abs(a - b.numpy()).max() for a, b in zip(at_step_2, resumed.learner.meta_variables)) > 1e-4
+
+
+@pytest.mark.slow  # ~1 min: three full runs; the default suite resumes through the loop above
 def test_resumed_run_equals_an_uninterrupted_one_and_exports(split, tmp_path, capsys):
     interrupted = run_sequences(config(tmp_path / "b", num_iterations=2), split=split, network_kwargs=NETWORK,
                                 verbose=False)
