@@ -25,6 +25,9 @@ the right shapes (the data pipeline has its own benchmark,
   decoder 128-128-2, Adam 1e-4) on one real meta-batch of the trainer's GP tasks
   (the first of its stream, seed 0: context and targets padded to 9 and 18 points
   under masks, 6 and 13 real in that batch);
+- `mann_5way`: a memory-augmented network (`trainers.mann`'s defaults: LSTM controller
+  200 units, memory 128 x 40, 4 read heads, 20x20 images) on 16 label-offset sequences
+  of 5 classes x 10 instances (50 steps each), synthetic images; no PyTorch reference;
 - `hypernet_5w1s`: a HyperNetwork classifier head (`HyperHead`, `hypernet
   --generate=head`: Conv-4 embedding, a generator MLP 64-128-65 per class, Adam 1e-3),
   5-way 1-shot tasks with 15 queries per class, synthetic images.
@@ -92,6 +95,7 @@ CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
     "proto_60w5s": ("protonet", 60, 5, 5, None, None),
     "cnp_gp": ("cnp", None, None, None, None, None),  # GP regression: the points come from the generator
     "hypernet_5w1s": ("hypernet", 5, 1, 15, None, None),
+    "mann_5way": ("mann", 5, 10, 0, None, None),  # label-offset sequences: 5 classes x 10 instances, no queries
 }
 IMAGE_SHAPE, INNER_LR = (28, 28, 1), 0.4
 # Tasks per meta-step without --meta_batch_size: the trainers' defaults (ProtoNet: one episode, always).
@@ -99,7 +103,10 @@ DEFAULT_META_BATCH_SIZE = {
     "maml": PRESETS["maml_omniglot_5w1s"].config["meta_batch_size"],  # 32
     "cnp": TRAINER_DEFAULTS["cnp"]["meta_batch_size"],  # 64
     "hypernet": CLASSIFICATION_DEFAULTS["meta_batch_size"],  # 32
+    "mann": 16,  # Santoro et al.'s (and trainers.mann's default)
 }
+# The MANN's images: Santoro et al.'s 20x20.
+MANN_IMAGE_SHAPE = (20, 20, 1)
 
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
 flags.DEFINE_integer("repeats", 5, "Timed meta-steps per configuration; the median is printed.")
@@ -199,6 +206,30 @@ def amortized_trainer(name: str, strategy, meta_batch_size: int, workdir: str, b
     return trainer, batch
 
 
+def mann_trainer(strategy, meta_batch_size: int, ways: int, instances: int, workdir: str):
+    """The trainer and a synthetic meta-batch of label-offset sequences for `mann_5way`, built as
+    `trainers.mann` builds them (`tfmeta.training.sequences`)."""
+    import numpy as np
+
+    from tfmeta.data.episode import Episode
+    from tfmeta.training.config import MetaTrainConfig
+    from tfmeta.training.loop import MetaTrainer
+    from tfmeta.training.sequences import build_sequence_learner
+
+    config = MetaTrainConfig(dataset="synthetic", variant="mann", ways=ways, shots=instances, queries=1,
+                             meta_batch_size=meta_batch_size, workdir=workdir)
+    trainer = MetaTrainer(config, lambda: build_sequence_learner(config, MANN_IMAGE_SHAPE), train_dataset=None,
+                          strategy=strategy, verbose=False)
+    rng = np.random.default_rng(0)
+    length = ways * instances
+    labels = np.stack([rng.permutation(np.repeat(np.arange(ways, dtype=np.int32), instances))
+                       for _ in range(meta_batch_size)])
+    episode = Episode(rng.random((meta_batch_size, length, *MANN_IMAGE_SHAPE), dtype=np.float32), labels,
+                      np.zeros((meta_batch_size, 0, *MANN_IMAGE_SHAPE), np.float32),
+                      np.zeros((meta_batch_size, 0), np.int32))
+    return trainer, episode
+
+
 def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batch_file: str | None = None):
     """The trainer's compiled meta-step for configuration `name` and its input.
 
@@ -225,6 +256,8 @@ def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batc
     meta_batch_size = tasks_per_step(name, meta_batch_size)
     if learner in ("cnp", "hypernet"):
         trainer, episode = amortized_trainer(name, strategy, meta_batch_size, workdir, batch_file)
+    elif learner == "mann":
+        trainer, episode = mann_trainer(strategy, meta_batch_size, ways, shots, workdir)
     else:
         if learner == "protonet":
             inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
@@ -353,7 +386,7 @@ def main(argv):
             start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
-            if use_torch:
+            if use_torch and CONFIGS[name][0] != "mann":  # no PyTorch reference of the MANN
                 child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
                                    flag.torch_vmap, batch_file, flag.torch_hypernet_per_task)
                 if name == flag.configs[0]:

@@ -59,6 +59,11 @@ def _class_batches(batch: int, seed: int) -> Episode:
                    tf.constant(labels, tf.int32))
 
 
+# The learners that train on few-shot episodes or class batches; the recurrent classifiers train on
+# label-offset sequences (registry `SEQUENCES`) and have their own tests (tests/learners/recurrent/).
+EPISODIC = [name for name in learners.names() if learners.entry(name).training_data != registry.SEQUENCES]
+
+
 def pretrained(learner_or_name) -> bool:
     """Whether a registered learner trains on class batches instead of episodes."""
     name = learner_or_name if isinstance(learner_or_name, str) else learner_or_name.name
@@ -114,7 +119,7 @@ def check_contract(learner: learners.Learner) -> dict:
     return result
 
 
-@pytest.mark.parametrize("name", learners.names())
+@pytest.mark.parametrize("name", EPISODIC)
 def test_every_learner_adapts_to_its_support_set(name):
     check_contract(build(name))
 
@@ -132,7 +137,7 @@ def test_the_check_fails_for_a_learner_that_ignores_its_support_set():
         check_contract(broken)
 
 
-@pytest.mark.parametrize("name", learners.names())
+@pytest.mark.parametrize("name", EPISODIC)
 def test_adapt_leaves_the_variables_alone_and_state_keeps_its_shapes(name):
     learner = build(name, seed=3)
     episodes = _tasks(4, seed=2)

@@ -16,14 +16,17 @@ from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.metric import FineTuneBaseline
+from tfmeta.learners.recurrent.mann import build_lstm_seq, build_mann
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
 # What a learner's `task_loss` trains on: few-shot episodes (labels 0..ways-1 within each task), or
 # mini-batches of all training classes with their global labels as the query set and an empty
-# support set (`tfmeta.data.class_batch_dataset`: learners pre-trained as classifiers).
-EPISODES, CLASS_BATCHES = "episodes", "class_batches"
-TRAINING_DATA = (EPISODES, CLASS_BATCHES)
+# support set (`tfmeta.data.class_batch_dataset`: learners pre-trained as classifiers), or
+# label-offset sequences as the support set, with an empty query set (`tfmeta.data.sequence_dataset`:
+# the recurrent classifiers, trained by `tfmeta.training.sequences.run_sequences`).
+EPISODES, CLASS_BATCHES, SEQUENCES = "episodes", "class_batches", "sequences"
+TRAINING_DATA = (EPISODES, CLASS_BATCHES, SEQUENCES)
 
 # The published MAML++ options; any can be overridden through `build`'s kwargs.
 # Per-step BatchNorm weights apply to networks with BatchNorm layers only;
@@ -43,9 +46,10 @@ class Entry:
         family: one of `FAMILIES`.
         build: `(model, **kwargs) -> Learner`.
         description: one line for `--help` and the README.
-        training_data: what its `task_loss` trains on, `EPISODES` or
+        training_data: what its `task_loss` trains on, `EPISODES`,
             `CLASS_BATCHES` (the runner builds that stream; a learner of
-            `CLASS_BATCHES` takes `num_classes`, the number of training classes).
+            `CLASS_BATCHES` takes `num_classes`, the number of training classes)
+            or `SEQUENCES` (label-offset sequences, `run_sequences`).
     """
 
     name: str
@@ -128,6 +132,12 @@ register("cnp", "amortized", build_cnp,
          "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
 register("hypernet", "amortized", build_hypernet,
          "HyperNetwork: the support set generates a network's weights (all, the head, or FiLM layers)")
+register("mann", "recurrent", build_mann,
+         "Memory-augmented network (Santoro et al. 2016): LSTM controller, LRUA memory, label-offset sequences",
+         training_data=SEQUENCES)
+register("lstm_seq", "recurrent", build_lstm_seq,
+         "LSTM on label-offset sequences: the MANN's controller without memory (Santoro et al.'s baseline)",
+         training_data=SEQUENCES)
 
 
 def names(family: str | None = None) -> tuple:

@@ -635,6 +635,11 @@ def run(config: MetaTrainConfig, strategy=None, verbose: bool = True) -> RunResu
     result.test_results[10]["mse"]   # (mean, ci95) after 10 inner steps
     ```
     """
+    from tfmeta.learners import registry
+
+    if registry.entry(config.variant).training_data == registry.SEQUENCES:
+        raise ValueError(f"{config.variant} trains on label-offset sequences: use python -m trainers.mann "
+                         f"(tfmeta.training.sequences.run_sequences). Received: variant={config.variant!r}")
     config = config.resolved()
     trainer, split = build_trainer(config, strategy, verbose)
     if verbose:
