@@ -21,7 +21,8 @@ resident memory (MiB) after 1,000 requests and at the end, requests/s.
 
 Request makers know the export kinds by their model card's `kind`
 (`tfmeta.export.model_card`): `few_shot_classifier`, `few_shot_regressor`,
-`adapted_classifier`; `REQUESTS[kind]` is where a new kind adds its own.
+`adapted_classifier`, `recurrent_classifier` (MANN, LSTM on label-offset sequences);
+`REQUESTS[kind]` is where a new kind adds its own.
 """
 
 import concurrent.futures
@@ -119,10 +120,39 @@ def _adapted_requests(card, rng, count):
     return valid, invalid
 
 
+def _recurrent_requests(card, rng, count):
+    """Chunks of label-offset streams (MANN, LSTM) with a client-kept state of the card's shapes."""
+    shape, ways = tuple(card["input"]["shape"]), int(card["ways"])
+    state_shapes = {name: tuple(dims[1:]) for name, dims in card["recurrent"]["state"].items()}
+
+    def request(batch, steps, labels=None):
+        out = {"images": rng.random((batch, steps, *shape), dtype=np.float32),
+               "previous_labels": rng.integers(-1, ways, (batch, steps)).astype(np.int32) if labels is None else labels}
+        out.update({name: (0.1 * rng.standard_normal((batch, *dims))).astype(np.float32)
+                    for name, dims in state_shapes.items()})
+        return out
+
+    valid = [request(1 + int(rng.integers(2)), 1 + int(rng.integers(3))) for _ in range(count)]
+    ok = valid[0]
+    nan = ok["images"].copy()
+    nan[0, 0, 0, 0, 0] = np.nan
+    other_batch = request(ok["images"].shape[0] + 1, ok["images"].shape[1])
+    first_state = sorted(state_shapes)[0]
+    invalid = [
+        ("wrong shape", {**ok, "images": rng.random((1, 1, shape[0] + 1, *shape[1:]), dtype=np.float32),
+                         "previous_labels": np.zeros((1, 1), np.int32)}, "must have shape"),
+        ("label out of range", {**ok, "previous_labels": np.full_like(ok["previous_labels"], ways)}, "must lie in"),
+        ("NaN pixels", {**ok, "images": nan}, "must be finite"),
+        ("state of another batch", {**ok, first_state: other_batch[first_state]}, "must have shape"),
+    ]
+    return valid, invalid
+
+
 REQUESTS = {  # model card kind -> (card, rng, count) -> (valid requests, [(fault, request, message)])
     "few_shot_classifier": _classifier_requests,
     "few_shot_regressor": _regressor_requests,
     "adapted_classifier": _adapted_requests,
+    "recurrent_classifier": _recurrent_requests,
 }
 
 
@@ -259,6 +289,8 @@ def fresh_exports(root) -> dict:
 
     from tfmeta import learners  # noqa: PLC0415
     from tfmeta.export import export_adapted_classifier, export_few_shot_classifier, export_few_shot_regressor  # noqa: PLC0415,E501
+    from tfmeta.export import export_recurrent_classifier  # noqa: PLC0415
+    from tfmeta.learners.recurrent import memory_network  # noqa: PLC0415
     from tfmeta.models import conv4, mlp  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
@@ -274,6 +306,8 @@ def fresh_exports(root) -> dict:
         "maml_sinusoid": export_few_shot_regressor(
             learners.MAML(mlp(), task="regression", inner_lr=0.01), root, "maml_sinusoid"),
         "cnp": export_few_shot_regressor(learners.build("cnp", None, task="regression"), root, "cnp"),
+        "mann": export_recurrent_classifier(learners.build("mann", memory_network(5, (20, 20, 1), seed=0)), root,
+                                            "mann"),
     }
 
 

@@ -14,6 +14,8 @@ import tensorflow as tf
 from benchmarks import soak
 from tfmeta import learners
 from tfmeta.export import export_adapted_classifier, export_few_shot_classifier, export_few_shot_regressor
+from tfmeta.export import export_recurrent_classifier
+from tfmeta.learners.recurrent import memory_network
 from tfmeta.models import conv4, mlp
 
 
@@ -36,11 +38,13 @@ def exports(tmp_path_factory):
             learners.MAML(mlp(hidden=(8,)), task="regression", inner_lr=0.01), root, "regressor"),
         "cnp": export_few_shot_regressor(
             learners.build("cnp", None, task="regression", encoder_sizes=(8,), decoder_sizes=(8,)), root, "cnp"),
+        "mann": export_recurrent_classifier(learners.build("mann", memory_network(
+            3, (4, 4, 1), seed=1, controller_units=8, memory_slots=6, memory_width=4, read_heads=2)), root, "mann"),
     }
 
 
 @pytest.mark.parametrize("loader", ["signature", "session"])
-@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp"])
+@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp", "mann"])
 def test_every_valid_request_answered_and_every_invalid_rejected_under_load(exports, name, loader):
     report = soak.soak(exports[name], loader, requests=200, threads=8, invalid_every=5, templates=10)
     assert report["failures"] == [], report["failures"][:5]
@@ -71,7 +75,7 @@ def test_unknown_export_kind_is_named(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loader", ["signature", "session"])
-@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp"])
+@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp", "mann"])
 def test_ten_thousand_requests_keep_memory_flat(exports, name, loader):
     """The issue's soak: 10,000 requests, 8 threads, one in five invalid; memory after them within 10% of after 1,000."""
     report = soak.soak(exports[name], loader, requests=10000, threads=8, invalid_every=5, templates=50)

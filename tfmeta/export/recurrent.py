@@ -18,13 +18,15 @@ tensors of B fresh streams. The state entries (`h`, `c`, and for the MANN `memor
 (`recurrent.state`). Sending a stream one step per request (T = 1, feeding each
 step's label as the next request's `previous_labels`) gives the same predictions as
 sending it whole. Bad requests (wrong ranks or sizes, labels outside [-1, N), state
-tensors of another batch size) fail with an `InvalidArgumentError` naming the input.
+tensors of another batch size, NaN or infinite pixels or state entries) fail with an
+`InvalidArgumentError` naming the input.
 """
 
 import pathlib
 
 import tensorflow as tf
 
+from tfmeta.export.checks import check_finite
 from tfmeta.export.exporter import (
     check_export_arguments,
     classifier_outputs,
@@ -83,10 +85,12 @@ class RecurrentClassifierModule(tf.Module):
             checks = [_check_shape(images, "images", [None, None, *example_shape], f"[B, T, {dims}]"),
                       _check_shape(previous_labels, "previous_labels", [batch, length],
                                    "[B, T] (the B and T of `images`)")]
+            checks += check_finite(images, "images")
             for key, shape in shapes.items():
                 name = STATE_PREFIX + key
                 pretty = "[B, " + ", ".join(str(d) for d in shape) + "] (the B of `images`)"
                 checks.append(_check_shape(state[name], name, [batch, *shape], pretty))
+                checks += check_finite(state[name], name)
             with tf.control_dependencies(checks):
                 labels = tf.reshape(previous_labels, [-1])
                 checks.append(tf.debugging.Assert(

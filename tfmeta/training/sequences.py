@@ -31,6 +31,7 @@ from tfmeta.learners import registry
 from tfmeta.learners.recurrent.mann import memory_network
 from tfmeta.training.config import MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
+from tfmeta.training.preemption import PreemptedError
 from tfmeta.training.runner import TEST_START_STEP, VALIDATION_START_STEP, data_spec
 
 SEQUENCE_VARIANTS = ("mann", "lstm_seq")
@@ -144,6 +145,8 @@ def run_sequences(config: MetaTrainConfig, strategy=None, verbose: bool = True, 
 
     Raises:
         ValueError: on a config it cannot run, or bad data.
+        PreemptedError: if the run got SIGTERM (it saved a checkpoint at the
+            current step; the same call resumes it).
 
     Example:
 
@@ -167,6 +170,9 @@ def run_sequences(config: MetaTrainConfig, strategy=None, verbose: bool = True, 
                           build_optimizer=lambda: keras.optimizers.Adam(config.meta_lr,
                                                                         global_clipnorm=GRADIENT_CLIPNORM))
     history = trainer.train()
+    if trainer.preempted:
+        raise PreemptedError(f"Preempted (SIGTERM) at step {int(trainer.step.numpy())}; the checkpoint is saved: run "
+                             f"the same command again to resume. Received: workdir={config.workdir!r}")
     if trainer.selects:
         step = trainer.restore_best()
         if verbose:
