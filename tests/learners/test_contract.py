@@ -31,6 +31,8 @@ WAYS, SHOTS, QUERIES, DIM, POOL = 3, 2, 5, 8, 24
 # Per-learner settings of the short meta-training (Reptile takes more, smaller inner steps).
 KWARGS = {"reptile": dict(inner_steps=5, inner_lr=0.1)}
 DEFAULT_KWARGS = dict(inner_steps=1, inner_lr=0.5)
+# The learners of few-shot tasks (RL² learns from environments: tests/learners/recurrent/test_rl2.py).
+SUPERVISED = [n for n in learners.names() if learners.entry(n).training_data != registry.ENVIRONMENTS]
 
 
 def _tasks(batch: int, seed: int) -> Episode:
@@ -114,7 +116,7 @@ def check_contract(learner: learners.Learner) -> dict:
     return result
 
 
-@pytest.mark.parametrize("name", learners.names())
+@pytest.mark.parametrize("name", SUPERVISED)
 def test_every_learner_adapts_to_its_support_set(name):
     check_contract(build(name))
 
@@ -132,7 +134,7 @@ def test_the_check_fails_for_a_learner_that_ignores_its_support_set():
         check_contract(broken)
 
 
-@pytest.mark.parametrize("name", learners.names())
+@pytest.mark.parametrize("name", SUPERVISED)
 def test_adapt_leaves_the_variables_alone_and_state_keeps_its_shapes(name):
     learner = build(name, seed=3)
     episodes = _tasks(4, seed=2)

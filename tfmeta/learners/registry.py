@@ -16,6 +16,7 @@ from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.metric import FineTuneBaseline
+from tfmeta.learners.recurrent.rl2 import build_rl2
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
@@ -23,7 +24,9 @@ FAMILIES = ("gradient", "metric", "amortized", "recurrent")
 # mini-batches of all training classes with their global labels as the query set and an empty
 # support set (`tfmeta.data.class_batch_dataset`: learners pre-trained as classifiers).
 EPISODES, CLASS_BATCHES = "episodes", "class_batches"
-TRAINING_DATA = (EPISODES, CLASS_BATCHES)
+# Or rollouts in environments (RL²): trained by its own trainer (`trainers.rl2`), not by the runner.
+ENVIRONMENTS = "environments"
+TRAINING_DATA = (EPISODES, CLASS_BATCHES, ENVIRONMENTS)
 
 # The published MAML++ options; any can be overridden through `build`'s kwargs.
 # Per-step BatchNorm weights apply to networks with BatchNorm layers only;
@@ -128,6 +131,9 @@ register("cnp", "amortized", build_cnp,
          "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
 register("hypernet", "amortized", build_hypernet,
          "HyperNetwork: the support set generates a network's weights (all, the head, or FiLM layers)")
+register("rl2", "recurrent", build_rl2,
+         "RL² (Duan et al. 2016): a GRU policy whose hidden state carries over a trial's episodes, trained with PPO",
+         training_data=ENVIRONMENTS)
 
 
 def names(family: str | None = None) -> tuple:

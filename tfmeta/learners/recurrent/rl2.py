@@ -588,23 +588,44 @@ class RL2Trainer:
         metrics = {k: v * replicas for k, v in metrics.items()}
         return grads, dict(metrics, loss=scaled)
 
+    def _advantages(self, rollout):
+        """Per-replica GAE advantages and returns, and the global sums (for normalisation and logs)."""
+        advantages, returns, moments = self.strategy.run(self._replica_advantages, args=(rollout,))
+        return advantages, returns, self.strategy.reduce(tf.distribute.ReduceOp.SUM, moments, axis=None)
+
+    def _gradients(self, rollout, advantages, returns, moments, minibatch: int):
+        """The gradients of one PPO step: the mean of the replicas' (each its share of the global mean)."""
+        strategy = self.strategy
+        grads, metrics = strategy.run(self._replica_gradients, args=(rollout, advantages, returns, moments, minibatch))
+        mean = lambda x: strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None)
+        return [mean(g) for g in grads], {k: mean(v) for k, v in metrics.items()}
+
+    @tf.function
+    def compute_gradients(self, rollout):
+        """The gradients of the first PPO step on a (distributed) rollout, nothing applied (for checks).
+
+        Args:
+            rollout: a `Rollout` per replica (`strategy.run(learner.rollout, ...)` or
+                `experimental_distribute_values_from_function`), a plain one on one device.
+
+        Returns:
+            `(grads, metrics)`, grads aligned with `learner.meta_variables`.
+        """
+        advantages, returns, moments = self._advantages(rollout)
+        return self._gradients(rollout, advantages, returns, moments, 0)
+
     def _step(self, tasks):
         strategy, learner = self.strategy, self.learner
         key = tf.random.experimental.stateless_split(tf.stack([tf.constant(self.seed, tf.int64), self.step]), 3)[2]
         rollout = strategy.run(self._replica_rollout, args=(tasks, key))
-        advantages, returns, moments = strategy.run(self._replica_advantages, args=(rollout,))
-        moments = strategy.reduce(tf.distribute.ReduceOp.SUM, moments, axis=None)
-        metrics = {}
-        for _ in range(learner.epochs):
-            for minibatch in range(learner.minibatches):
-                grads, metrics = strategy.run(self._replica_gradients,
-                                              args=(rollout, advantages, returns, moments, minibatch))
-                mean = lambda x: strategy.reduce(tf.distribute.ReduceOp.MEAN, x, axis=None)
-                grads = [mean(g) for g in grads]
-                metrics = {k: mean(v) for k, v in metrics.items()}
-                if learner.max_grad_norm > 0:
-                    grads, _ = tf.clip_by_global_norm(grads, learner.max_grad_norm)
-                self.optimizer.apply(grads, learner.meta_variables)
+        advantages, returns, moments = self._advantages(rollout)
+        metrics = {k: tf.constant(0.0) for k in ("policy_objective", "value_loss", "entropy", "loss")}
+        # A graph loop (not a Python one): one gradient computation in the graph, whatever the epochs.
+        for update in tf.range(learner.epochs * learner.minibatches):
+            grads, metrics = self._gradients(rollout, advantages, returns, moments, update % learner.minibatches)
+            if learner.max_grad_norm > 0:
+                grads, _ = tf.clip_by_global_norm(grads, learner.max_grad_norm)
+            self.optimizer.apply(grads, learner.meta_variables)
         self.step.assign_add(1)
         metrics["reward_per_trial"] = moments[3] / tf.cast(self.meta_batch_size, tf.float32)
         return metrics
