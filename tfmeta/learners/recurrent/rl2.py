@@ -75,7 +75,6 @@ from tfmeta.data.rl.bandits import BernoulliBandit, bandit_tasks
 from tfmeta.data.rl.mdps import TabularMDP, mdp_tasks
 from tfmeta.evaluation import confidence_interval
 from tfmeta.learners.base import CLASSIFICATION, Learner
-from tfmeta.training.checkpoints import CHECKPOINT_DIR, CONFIG_FILE, WorkdirConfigMismatchError, write_json_atomic
 
 ENVS = ("bandit", "mdp", "gym:<id>")
 
@@ -526,6 +525,8 @@ class RL2Trainer:
         self.checkpoint = tf.train.Checkpoint(model=learner.model, optimizer=self.optimizer, step=self.step)
         self.manager = None
         if self.workdir is not None:
+            from tfmeta.training.checkpoints import CHECKPOINT_DIR  # noqa: PLC0415 - tfmeta.training imports the registry
+
             self._prepare_workdir(config, resume)
             self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.workdir / CHECKPOINT_DIR),
                                                       max_to_keep=max_to_keep)
@@ -535,6 +536,13 @@ class RL2Trainer:
         self._evaluate = tf.function(self._evaluate_fn)
 
     def _prepare_workdir(self, config, resume):
+        from tfmeta.training.checkpoints import (  # noqa: PLC0415 - tfmeta.training imports the registry
+            CHECKPOINT_DIR,
+            CONFIG_FILE,
+            WorkdirConfigMismatchError,
+            write_json_atomic,
+        )
+
         path = self.workdir / CONFIG_FILE
         values = dataclasses.asdict(config) if config is not None else None
         if path.is_file() and values is not None:
