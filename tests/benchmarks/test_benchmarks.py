@@ -103,6 +103,7 @@ def test_serving_prints_one_line_per_config():
     assert re.search(r"^config=proto_20w1s p50_ms=[\d.]+ p99_ms=[\d.]+$", done.stdout, re.M), done.stdout
 
 
+@pytest.mark.slow  # compiles the 256-unit GRU's 100-step rollout and its PPO update (~12 s unloaded)
 def test_meta_step_rl2_bandit_prints_its_configuration_and_the_time_split():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(

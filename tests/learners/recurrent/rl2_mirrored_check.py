@@ -4,11 +4,13 @@ Logical devices must be configured before TensorFlow initialises, hence a fresh 
 One rollout of 8 trials is collected on one device; its PPO gradients (`RL2Trainer.
 compute_gradients`: advantages normalised over the global batch, each replica's loss its
 share of the global mean, replicas averaged) are computed on one device and with the
-trials split over 2 replicas (4 each), before any optimizer step. Then one whole training
-step (rollout + PPO) runs under the MirroredStrategy. Prints one JSON line prefixed `RESULT `.
+trials split over 2 replicas (4 each), before any optimizer step. With `--step`, one whole
+training step (rollout + PPO) also runs under the MirroredStrategy. Prints one JSON line
+prefixed `RESULT `.
 """
 
 import json
+import sys
 
 from tfmeta.training import distribute
 
@@ -49,12 +51,12 @@ difference = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(grad
 scale = max(float(np.abs(a.numpy()).max()) for a in grads_one)
 loss_difference = abs(float(metrics_one["loss"]) - float(metrics_two["loss"]))
 
-before = [v.numpy().copy() for v in two_learner.model.trainable_variables]
-step_metrics = two.train_step(next(iter(two.tasks(0))))
-moved = max(float(np.abs(v.numpy() - b).max()) for v, b in zip(two_learner.model.trainable_variables, before))
-copies = len(two_learner.model.trainable_variables[0].value.values) if hasattr(
-    two_learner.model.trainable_variables[0].value, "values") else 1
-print("RESULT " + json.dumps(dict(replicas=mirrored.num_replicas_in_sync, same_start=same_start,
-                                  grad_difference=difference, grad_scale=scale, loss_difference=loss_difference,
-                                  loss=float(metrics_one["loss"]), step_moved=moved, step=int(two.step.numpy()),
-                                  step_finite=bool(np.isfinite(step_metrics["loss"])), copies=copies)))
+result = dict(replicas=mirrored.num_replicas_in_sync, same_start=same_start, grad_difference=difference,
+              grad_scale=scale, loss_difference=loss_difference, loss=float(metrics_one["loss"]))
+if "--step" in sys.argv:
+    before = [v.numpy().copy() for v in two_learner.model.trainable_variables]
+    step_metrics = two.train_step(next(iter(two.tasks(0))))
+    result.update(step_moved=max(float(np.abs(v.numpy() - b).max())
+                                 for v, b in zip(two_learner.model.trainable_variables, before)),
+                  step=int(two.step.numpy()), step_finite=bool(np.isfinite(step_metrics["loss"])))
+print("RESULT " + json.dumps(result))

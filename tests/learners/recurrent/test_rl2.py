@@ -284,6 +284,7 @@ def _run_trainer(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # ~20 s unloaded: TensorFlow's start, two compilations, the baselines, an export
 def test_trainer_prints_one_line_per_policy_on_the_same_test_tasks_and_exports(tmp_path):
     done = _run_trainer("--env=bandit", "--num_arms=3", "--num_pulls=4", "--units=8", "--meta_batch_size=16",
                         "--num_iterations=2", "--eval_every=1", "--val_tasks=20", "--test_tasks=50",
@@ -300,14 +301,6 @@ def test_trainer_prints_one_line_per_policy_on_the_same_test_tasks_and_exports(t
     assert (tmp_path / "run" / "checkpoints" / "best" / "best.json").is_file()
     card = json.loads((tmp_path / "exports" / "run" / "1" / "assets" / "tfmeta.json").read_text())
     assert card["kind"] == "rl2_policy_step" and set(card["evaluation"]) == set(lines)
-
-
-def test_trainer_refuses_an_unknown_environment_in_one_line():
-    done = _run_trainer("--env=cartpole")
-    assert done.returncode == 1
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: `env` must be one of ('bandit', 'mdp', 'gym:<id>'). Received: env='cartpole'"], \
-        done.stderr[-2000:]
 
 
 def test_rollout_shapes_of_a_bandit_trial():
