@@ -115,7 +115,7 @@ def main(argv):
 
     started = time.time()
     trainer.train(F.num_iterations, F.eval_every, validate, log=lambda line: print(line, flush=True))
-    print(f"trained {F.num_iterations - start} steps in {time.time() - started:.0f} s", flush=True)
+    print(f"trained {max(0, F.num_iterations - start)} steps in {time.time() - started:.0f} s", flush=True)
 
     if F.select == "best" and best:
         trainer.checkpoint.restore(tf.train.latest_checkpoint(str(best_dir))).expect_partial()
