@@ -27,7 +27,9 @@ setuptools.setup(
         # matplotlib: the prediction plots of the amortized trainers (optional; the tests draw them).
         "plots": ["matplotlib>=3.8"],
         # pytest-xdist: the suite runs its test files on the cores in parallel (pytest.ini).
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "matplotlib>=3.8"],
+        # gymnasium (pure Python): RL²'s Gymnasium adapter (`--env=gym:<id>`) and its test.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "matplotlib>=3.8", "gymnasium>=1.0"],
+        "gym": ["gymnasium>=1.0"],
     },
     license="Apache-2.0",
 )

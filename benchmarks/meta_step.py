@@ -31,6 +31,13 @@ the right shapes (the data pipeline has its own benchmark,
 - `hypernet_5w1s`: a HyperNetwork classifier head (`HyperHead`, `hypernet
   --generate=head`: Conv-4 embedding, a generator MLP 64-128-65 per class, Adam 1e-3),
   5-way 1-shot tasks with 15 queries per class, synthetic images.
+- `rl2_bandit`: RL²'s whole training step (`RL2Trainer.train_step`: a rollout of one
+  trial on each of `--meta_batch_size` (250) Bernoulli bandits, k = 10 arms, n = 100
+  pulls, GRU 256 units, then 4 PPO epochs of backpropagation through the trial), one
+  compiled `tf.function`. Its line also gives `env_steps_per_s` (trials x pulls per
+  second of the whole step) and the split `rollout_ms` (the rollout alone, the same
+  compiled loop) / `ppo_update_ms` (the rest: GAE and the PPO updates); no PyTorch
+  reference.
 
 The MAML, CNP and HyperNetwork configurations take `--meta_batch_size` tasks per step,
 by default their trainers' (`DEFAULT_META_BATCH_SIZE`: 32 for MAML, Finn et al.'s Omniglot
@@ -96,7 +103,10 @@ CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
     "cnp_gp": ("cnp", None, None, None, None, None),  # GP regression: the points come from the generator
     "hypernet_5w1s": ("hypernet", 5, 1, 15, None, None),
     "mann_5way": ("mann", 5, 10, 0, None, None),  # label-offset sequences: 5 classes x 10 instances, no queries
+    "rl2_bandit": ("rl2", None, None, None, None, None),  # RL²: the bandit and policy of RL2_BANDIT
 }
+# `rl2_bandit`: the RL² trainer's whole step (rollout of one trial per task + PPO), k = 10 arms, n = 100 pulls.
+RL2_BANDIT = dict(num_arms=10, num_pulls=100, units=256, epochs=4, minibatches=1)
 IMAGE_SHAPE, INNER_LR = (28, 28, 1), 0.4
 # Tasks per meta-step without --meta_batch_size: the trainers' defaults (ProtoNet: one episode, always).
 DEFAULT_META_BATCH_SIZE = {
@@ -104,6 +114,7 @@ DEFAULT_META_BATCH_SIZE = {
     "cnp": TRAINER_DEFAULTS["cnp"]["meta_batch_size"],  # 64
     "hypernet": CLASSIFICATION_DEFAULTS["meta_batch_size"],  # 32
     "mann": 16,  # Santoro et al.'s (and trainers.mann's default)
+    "rl2": 250,  # trials (vectorised bandits) per PPO step, as the README's RL² runs
 }
 # The MANN's images: Santoro et al.'s 20x20.
 MANN_IMAGE_SHAPE = (20, 20, 1)
@@ -254,6 +265,8 @@ def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batc
 
     learner, ways, shots, queries, inner_steps, first_order = CONFIGS[name]
     meta_batch_size = tasks_per_step(name, meta_batch_size)
+    if learner == "rl2":
+        return rl2_step(strategy, meta_batch_size)
     if learner in ("cnp", "hypernet"):
         trainer, episode = amortized_trainer(name, strategy, meta_batch_size, workdir, batch_file)
     elif learner == "mann":
@@ -284,6 +297,35 @@ def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batc
         return float(metrics["loss"])  # blocks until the step is done
 
     return step, batch
+
+
+def rl2_step(strategy, meta_batch_size: int):
+    """RL²'s compiled training step on `RL2_BANDIT` bandits, its first meta-batch, and a rollout-only function.
+
+    Returns:
+        `(step, tasks, rollout, environment_steps)`: `rollout(tasks)` runs the step's
+        rollout alone (the same compiled `tf.while_loop`), for the split of the time.
+    """
+    import tensorflow as tf
+
+    from tfmeta.learners.recurrent.rl2 import RL2Trainer, build_rl2, make_env
+
+    config = RL2_BANDIT
+    env, trial_steps = make_env("bandit", num_arms=config["num_arms"], num_pulls=config["num_pulls"])
+    with strategy.scope():
+        learner = build_rl2(env=env, units=config["units"], epochs=config["epochs"], minibatches=config["minibatches"])
+    trainer = RL2Trainer(learner, env, trial_steps, meta_batch_size, strategy=strategy)
+    tasks = next(iter(trainer.tasks(0)))
+    key = tf.constant([0, 0], tf.int64)
+    rollout_fn = tf.function(lambda t: strategy.run(lambda x: trainer._replica_rollout(x, key).rewards[-1], (t,)))
+
+    def step(inputs):
+        return trainer.train_step(inputs)["loss"]  # blocks until the step is done
+
+    def rollout(inputs):
+        return strategy.experimental_local_results(rollout_fn(inputs))[0].numpy()
+
+    return step, tasks, rollout, meta_batch_size * trial_steps
 
 
 class TorchChild:
@@ -382,23 +424,36 @@ def main(argv):
         child = None
         with tempfile.TemporaryDirectory(prefix="tfmeta_bench_") as workdir:
             batch_file = os.path.join(workdir, "gp_batch.npz") if CONFIGS[name][0] == "cnp" else None
-            step, batch = tf_step(name, strategy, flag.meta_batch_size, workdir, batch_file)
+            step, batch, *rl2_parts = tf_step(name, strategy, flag.meta_batch_size, workdir, batch_file)
             start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
-            if use_torch and CONFIGS[name][0] != "mann":  # no PyTorch reference of the MANN
+            if use_torch and CONFIGS[name][0] not in ("mann", "rl2"):  # no PyTorch reference of these
                 child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
                                    flag.torch_vmap, batch_file, flag.torch_hypernet_per_task)
                 if name == flag.configs[0]:
                     print(f"# {child.banner} vmap={flag.torch_vmap} (child process)", flush=True)
                 for _ in range(1 + flag.warmup):
                     child()
-            times = {"tf": [], "torch": []}
+            times = {"tf": [], "torch": [], "rollout": []}
+            if rl2_parts:
+                rl2_parts[0](batch)  # compile the rollout alone
             for _ in range(flag.repeats):  # interleaved: both frameworks see the same load
                 times["tf"].append(timed(step, batch))
                 if child is not None:
                     times["torch"].append(child())
+                if rl2_parts:
+                    times["rollout"].append(timed(rl2_parts[0], batch))
         tf_ms = statistics.median(times["tf"])
+        if rl2_parts:
+            rollout_ms = statistics.median(times["rollout"])
+            print(f"# rl2_bandit: k={RL2_BANDIT['num_arms']} arms, n={RL2_BANDIT['num_pulls']} pulls per trial, "
+                  f"{tasks_per_step(name, flag.meta_batch_size)} trials per step, GRU {RL2_BANDIT['units']} units, "
+                  f"PPO {RL2_BANDIT['epochs']} epochs x {RL2_BANDIT['minibatches']} minibatch", flush=True)
+            print(f"config={name} ms_per_meta_step={tf_ms:.1f} env_steps_per_s={rl2_parts[1] / tf_ms * 1000:.0f} "
+                  f"rollout_ms={rollout_ms:.1f} ppo_update_ms={tf_ms - rollout_ms:.1f} "
+                  f"peak_rss_mb={peak_rss_mb():.0f} start_rss_mb={start_rss:.0f}", flush=True)
+            continue
         unit = "ms_per_episode" if CONFIGS[name][0] == "protonet" else "ms_per_meta_step"
         print(f"config={name} {unit}={tf_ms:.1f} peak_rss_mb={peak_rss_mb():.0f} "
               f"start_rss_mb={start_rss:.0f}", flush=True)

@@ -103,3 +103,21 @@ def test_serving_prints_one_line_per_config():
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^config=proto_20w1s p50_ms=[\d.]+ p99_ms=[\d.]+ requests_per_s=[\d.]+ concurrency=4 "
                      r"load_p50_ms=[\d.]+ load_p99_ms=[\d.]+ load_requests_per_s=[\d.]+$", done.stdout, re.M), done.stdout
+
+
+@pytest.mark.slow  # compiles the 256-unit GRU's 100-step rollout and its PPO update (~12 s unloaded)
+def test_meta_step_rl2_bandit_prints_its_configuration_and_the_time_split():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.meta_step", "--configs=rl2_bandit", "--meta_batch_size=2",
+         "--repeats=1", "--warmup=0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "# rl2_bandit: k=10 arms, n=100 pulls per trial, 2 trials per step, GRU 256 units" in done.stdout
+    line = re.search(r"^config=rl2_bandit ms_per_meta_step=([\d.]+) env_steps_per_s=(\d+) rollout_ms=([\d.]+) "
+                     r"ppo_update_ms=(-?[\d.]+) peak_rss_mb=\d+ start_rss_mb=\d+$", done.stdout, re.M)
+    assert line, done.stdout
+    ms, steps_per_s = float(line[1]), int(line[2])
+    assert abs(steps_per_s - 2 * 100 / ms * 1000) <= 1  # trials x pulls per second of the whole step
+    assert "torch_rl2_bandit" not in done.stdout

@@ -60,8 +60,10 @@ def _class_batches(batch: int, seed: int) -> Episode:
 
 
 # The learners that train on few-shot episodes or class batches; the recurrent classifiers train on
-# label-offset sequences (registry `SEQUENCES`) and have their own tests (tests/learners/recurrent/).
-EPISODIC = [name for name in learners.names() if learners.entry(name).training_data != registry.SEQUENCES]
+# label-offset sequences (registry `SEQUENCES`) and RL² on environments (`ENVIRONMENTS`): they have
+# their own tests (tests/learners/recurrent/).
+EPISODIC = [name for name in learners.names()
+            if learners.entry(name).training_data not in (registry.SEQUENCES, registry.ENVIRONMENTS)]
 
 
 def pretrained(learner_or_name) -> bool:

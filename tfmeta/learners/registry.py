@@ -17,6 +17,7 @@ from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.metric import FineTuneBaseline
 from tfmeta.learners.recurrent.mann import build_lstm_seq, build_mann
+from tfmeta.learners.recurrent.rl2 import build_rl2
 from tfmeta.models.batchnorm import batch_norm_layers
 
 FAMILIES = ("gradient", "metric", "amortized", "recurrent")
@@ -24,9 +25,10 @@ FAMILIES = ("gradient", "metric", "amortized", "recurrent")
 # mini-batches of all training classes with their global labels as the query set and an empty
 # support set (`tfmeta.data.class_batch_dataset`: learners pre-trained as classifiers), or
 # label-offset sequences as the support set, with an empty query set (`tfmeta.data.sequence_dataset`:
-# the recurrent classifiers, trained by `tfmeta.training.sequences.run_sequences`).
-EPISODES, CLASS_BATCHES, SEQUENCES = "episodes", "class_batches", "sequences"
-TRAINING_DATA = (EPISODES, CLASS_BATCHES, SEQUENCES)
+# the recurrent classifiers, trained by `tfmeta.training.sequences.run_sequences`), or rollouts in
+# environments (RL²: trained by its own trainer, `trainers.rl2`, not by the runner).
+EPISODES, CLASS_BATCHES, SEQUENCES, ENVIRONMENTS = "episodes", "class_batches", "sequences", "environments"
+TRAINING_DATA = (EPISODES, CLASS_BATCHES, SEQUENCES, ENVIRONMENTS)
 
 # The published MAML++ options; any can be overridden through `build`'s kwargs.
 # Per-step BatchNorm weights apply to networks with BatchNorm layers only;
@@ -138,6 +140,9 @@ register("mann", "recurrent", build_mann,
 register("lstm_seq", "recurrent", build_lstm_seq,
          "LSTM on label-offset sequences: the MANN's controller without memory (Santoro et al.'s baseline)",
          training_data=SEQUENCES)
+register("rl2", "recurrent", build_rl2,
+         "RL² (Duan et al. 2016): a GRU policy whose hidden state carries over a trial's episodes, trained with PPO",
+         training_data=ENVIRONMENTS)
 
 
 def names(family: str | None = None) -> tuple:

@@ -246,6 +246,9 @@ class MetaTrainConfig:
             raise ValueError(
                 f"`variant` must be one of {', '.join(registry.names())}. Received: variant={self.variant!r}"
             )
+        if registry.entry(self.variant).training_data == registry.ENVIRONMENTS:
+            raise ValueError(f"{self.variant!r} learns from environment rollouts: train it with "
+                             f"`python -m trainers.{self.variant}`. Received: variant={self.variant!r}")
         for name, low in (("train_ways", 2), ("train_shots", 1), ("train_queries", 1), ("max_ways", 2),
                           ("max_shots", 1)):
             value = getattr(self, name)

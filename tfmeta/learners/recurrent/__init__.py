@@ -1,4 +1,8 @@
-"""The recurrent family: learners whose task state is a recurrent state (a memory, a hidden state)."""
+"""The recurrent family: meta-learners that keep what they learned about a task in a recurrent state.
+
+`MANN` (Santoro et al. 2016; and its LSTM baseline): an external memory; `RL2` (Duan et al. 2016):
+the hidden state of a policy that learns to explore.
+"""
 
 from tfmeta.learners.recurrent.mann import (
     MANN,
@@ -11,15 +15,37 @@ from tfmeta.learners.recurrent.mann import (
     lrua_step,
     memory_network,
 )
+from tfmeta.learners.recurrent.rl2 import (
+    RL2,
+    GRUPolicy,
+    RL2Config,
+    RL2Trainer,
+    Rollout,
+    build_rl2,
+    encode_inputs,
+    gae,
+    make_env,
+    ppo_clipped_objective,
+)
 
 __all__ = [
+    "GRUPolicy",
     "MANN",
     "MemoryNetwork",
+    "RL2",
+    "RL2Config",
+    "RL2Trainer",
+    "Rollout",
     "build_lstm_seq",
     "build_mann",
+    "build_rl2",
     "content_weights",
     "cosine_similarity",
+    "encode_inputs",
+    "gae",
     "least_used",
     "lrua_step",
+    "make_env",
     "memory_network",
+    "ppo_clipped_objective",
 ]
