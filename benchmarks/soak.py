@@ -21,7 +21,8 @@ resident memory (MiB) after 1,000 requests and at the end, requests/s.
 
 Request makers know the export kinds by their model card's `kind`
 (`tfmeta.export.model_card`): `few_shot_classifier`, `few_shot_regressor`,
-`adapted_classifier`, `recurrent_classifier` (MANN, LSTM on label-offset sequences);
+`adapted_classifier`, `recurrent_classifier` (MANN, LSTM on label-offset sequences),
+`rl2_policy_step` (RL²);
 `REQUESTS[kind]` is where a new kind adds its own.
 """
 
@@ -148,11 +149,38 @@ def _recurrent_requests(card, rng, count):
     return valid, invalid
 
 
+def _policy_step_requests(card, rng, count):
+    """RL² policy steps: a batch of environments' step and the client-kept GRU state."""
+    actions, units, observation = int(card["num_actions"]), int(card["state_size"]), card["observation"]
+
+    def request(batch):
+        if observation["kind"] == "state index":
+            obs = rng.integers(0, observation["num_states"], batch).astype(np.int32)
+        else:
+            obs = rng.normal(size=(batch, observation["size"])).astype(np.float32)
+        return {"observation": obs, "previous_action": rng.integers(-1, actions, batch).astype(np.int32),
+                "reward": rng.random(batch, dtype=np.float32), "done": rng.integers(0, 2, batch).astype(np.float32),
+                "state": rng.uniform(-1, 1, (batch, units)).astype(np.float32)}
+
+    valid = [request(1 + int(rng.integers(4))) for _ in range(count)]
+    ok = valid[0]
+    nan = ok["state"].copy()
+    nan[0, 0] = np.nan
+    invalid = [
+        ("wrong shape", {**ok, "state": np.zeros((len(ok["reward"]), units + 1), np.float32)}, "must have shape"),
+        ("action out of range", {**ok, "previous_action": np.full_like(ok["previous_action"], actions)}, "must lie in"),
+        ("NaN state", {**ok, "state": nan}, "must be finite"),
+        ("done not 0 or 1", {**ok, "done": np.full_like(ok["done"], 0.5)}, "must be 0 or 1"),
+    ]
+    return valid, invalid
+
+
 REQUESTS = {  # model card kind -> (card, rng, count) -> (valid requests, [(fault, request, message)])
     "few_shot_classifier": _classifier_requests,
     "few_shot_regressor": _regressor_requests,
     "adapted_classifier": _adapted_requests,
     "recurrent_classifier": _recurrent_requests,
+    "rl2_policy_step": _policy_step_requests,
 }
 
 
@@ -290,7 +318,8 @@ def fresh_exports(root) -> dict:
     from tfmeta import learners  # noqa: PLC0415
     from tfmeta.export import export_adapted_classifier, export_few_shot_classifier, export_few_shot_regressor  # noqa: PLC0415,E501
     from tfmeta.export import export_recurrent_classifier  # noqa: PLC0415
-    from tfmeta.learners.recurrent import memory_network  # noqa: PLC0415
+    from tfmeta.export.rl2 import export_rl2_policy  # noqa: PLC0415
+    from tfmeta.learners.recurrent import build_rl2, make_env, memory_network  # noqa: PLC0415
     from tfmeta.models import conv4, mlp  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
@@ -308,6 +337,7 @@ def fresh_exports(root) -> dict:
         "cnp": export_few_shot_regressor(learners.build("cnp", None, task="regression"), root, "cnp"),
         "mann": export_recurrent_classifier(learners.build("mann", memory_network(5, (20, 20, 1), seed=0)), root,
                                             "mann"),
+        "rl2_bandit": export_rl2_policy(build_rl2(env=make_env("bandit", num_arms=10)[0]), root, "rl2_bandit"),
     }
 
 

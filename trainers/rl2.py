@@ -24,6 +24,7 @@ import time
 from absl import app, flags
 
 from tfmeta.learners.recurrent.rl2 import RL2Config
+from tfmeta.training.preemption import PreemptedError
 from trainers import common
 
 common.define_thread_flags()
@@ -115,6 +116,9 @@ def main(argv):
 
     started = time.time()
     trainer.train(F.num_iterations, F.eval_every, validate, log=lambda line: print(line, flush=True))
+    if trainer.preempted:
+        raise PreemptedError(f"Preempted (SIGTERM) at step {int(trainer.step.numpy())}; the checkpoint is saved: run "
+                             f"the same command again to resume. Received: workdir={F.workdir!r}")
     print(f"trained {max(0, F.num_iterations - start)} steps in {time.time() - started:.0f} s", flush=True)
 
     if F.select == "best" and best:

@@ -1,7 +1,8 @@
 """benchmarks.soak: concurrent requests to one loaded export, every answer and every rejection checked.
 
-Small exports of every kind (freshly initialised: answers do not depend on training),
-both loaders. A broken export or server fails here: an export without the NaN check
+Small exports of every kind of every family (freshly initialised: answers do not depend
+on training), both loaders: few-shot classifiers (MAML, ProtoNet), an adapted classifier,
+regressors (MAML, CNP), a recurrent classifier (MANN), an RL² policy step. A broken export or server fails here: an export without the NaN check
 answers the NaN requests (counted as a failure), a loader that is not thread-safe
 (or state shared between requests) gives answers that differ from the single-threaded
 ones, a check that names the wrong input fails the message match.
@@ -15,7 +16,8 @@ from benchmarks import soak
 from tfmeta import learners
 from tfmeta.export import export_adapted_classifier, export_few_shot_classifier, export_few_shot_regressor
 from tfmeta.export import export_recurrent_classifier
-from tfmeta.learners.recurrent import memory_network
+from tfmeta.export.rl2 import export_rl2_policy
+from tfmeta.learners.recurrent import build_rl2, make_env, memory_network
 from tfmeta.models import conv4, mlp
 
 
@@ -40,11 +42,12 @@ def exports(tmp_path_factory):
             learners.build("cnp", None, task="regression", encoder_sizes=(8,), decoder_sizes=(8,)), root, "cnp"),
         "mann": export_recurrent_classifier(learners.build("mann", memory_network(
             3, (4, 4, 1), seed=1, controller_units=8, memory_slots=6, memory_width=4, read_heads=2)), root, "mann"),
+        "rl2_mdp": export_rl2_policy(build_rl2(env=make_env("mdp")[0], units=8), root, "rl2_mdp"),
     }
 
 
 @pytest.mark.parametrize("loader", ["signature", "session"])
-@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp", "mann"])
+@pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp", "mann", "rl2_mdp"])
 def test_every_valid_request_answered_and_every_invalid_rejected_under_load(exports, name, loader):
     report = soak.soak(exports[name], loader, requests=200, threads=8, invalid_every=5, templates=10)
     assert report["failures"] == [], report["failures"][:5]

@@ -14,7 +14,7 @@ and returns `probabilities` `[B, A]`, `value` `[B]` and the new `state`
 `[B, units]`. A client keeps the state between calls: across the episodes of a trial
 it passes back what it received (that is how RL² adapts), for a new trial zeros.
 Bad requests (shapes, an observation or action out of range, `done` not 0/1, a state
-of the wrong size, different batch sizes) end in `InvalidArgumentError` with a
+of the wrong size, NaN or infinite rewards, states or observation vectors, different batch sizes) end in `InvalidArgumentError` with a
 message naming the input. The graph holds core TensorFlow ops only; it is written
 by the one export path (`tfmeta.export.exporter.save_export`: versioned, atomic,
 with a model card).
@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 
 import tfmeta
-from tfmeta.export.checks import _shape, check_rank, check_same_batch, with_checks
+from tfmeta.export.checks import _shape, check_finite, check_rank, check_same_batch, with_checks
 from tfmeta.export.exporter import save_export, tf_variables
 from tfmeta.export.model_card import check_model_card
 from tfmeta.export.versioning import check_name
@@ -77,6 +77,7 @@ class PolicyStepModule(tf.Module):
                     tf.equal(tf.concat([_shape(observation), [-1, -1]], 0)[1], obs_size),
                     [f"`observation` must have shape [batch, {obs_size}]. Received: observation.shape=",
                      _shape(observation)], summarize=8, name="check_observation_size")]
+                checks += check_finite(observation, "observation")
             else:
                 checks = check_rank(observation, "observation", 1, "[batch]")
                 checks += _check_range(observation, "observation", 0, states, f"[0, {states}) (the states)")
@@ -88,6 +89,7 @@ class PolicyStepModule(tf.Module):
                 tf.equal(tf.concat([_shape(state), [-1, -1]], 0)[1], units),
                 [f"`state` must have shape [batch, {units}] (this policy's GRU units). Received: state.shape=",
                  _shape(state)], summarize=8, name="check_state_size")]
+            checks += check_finite(state, "state")
             checks += _check_range(previous_action, "previous_action", -1, actions,
                                    f"[-1, {actions}) (-1: none yet, at the start of a trial)")
             checks += [tf.debugging.Assert(

@@ -231,6 +231,40 @@ def test_resume_equals_an_uninterrupted_run_and_other_runs_are_refused(tmp_path)
         _tiny_trainer(tmp_path / "b", config, resume=False)
 
 
+def test_sigterm_saves_at_the_current_step_and_a_damaged_checkpoint_falls_back(tmp_path):
+    """The faults of tests/training/test_faults.py, through RL²'s own trainer."""
+    import os
+    import signal
+
+    config = RL2Config(units=8, num_arms=3, num_pulls=5, meta_batch_size=8)
+    straight = _tiny_trainer(tmp_path / "a", config)
+    straight.train(6, eval_every=2, log=lambda _: None)
+    run = _tiny_trainer(tmp_path / "b", config)
+    compiled, calls = run.train_step, []
+
+    def step_then_sigterm(tasks):  # SIGTERM arrives during the 3rd step
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return compiled(tasks)
+
+    run.train_step = step_then_sigterm
+    run.train(6, eval_every=2, log=lambda _: None)
+    assert run.preempted and int(run.step.numpy()) == 3
+    assert tf.train.latest_checkpoint(str(tmp_path / "b" / "checkpoints")).endswith("ckpt-3")
+    # The newest checkpoint damaged (a truncated data file): the next run falls back to step 2 and finishes
+    # on the same trajectory.
+    data = next((tmp_path / "b" / "checkpoints").glob("ckpt-3.data-*"))
+    data.write_bytes(data.read_bytes()[:10])
+    resumed = _tiny_trainer(tmp_path / "b", config)
+    assert int(resumed.step.numpy()) == 2
+    assert list((tmp_path / "b" / "checkpoints" / "damaged").glob("ckpt-3.*"))
+    resumed.train(6, eval_every=2, log=lambda _: None)
+    assert not resumed.preempted
+    for a, b in zip(resumed.learner.variables, straight.learner.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+
+
 
 
 # ------------------------------------------------------------------ the contract and bad inputs

@@ -527,11 +527,16 @@ class RL2Trainer:
         if self.workdir is not None:
             from tfmeta.training.checkpoints import CHECKPOINT_DIR  # noqa: PLC0415 - tfmeta.training imports the registry
 
+            from tfmeta.training.checkpoints import intact_checkpoint  # noqa: PLC0415
+
             self._prepare_workdir(config, resume)
+            # The newest intact checkpoint: damaged newer ones are reported and moved aside, as in MetaTrainer.
+            path = intact_checkpoint(self.workdir / CHECKPOINT_DIR)
             self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.workdir / CHECKPOINT_DIR),
                                                       max_to_keep=max_to_keep)
-            if self.manager.latest_checkpoint:
-                self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            if path is not None:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+        self.preempted = False  # whether the last `train()` stopped on SIGTERM
         self._train_step = tf.function(self._step)
         self._evaluate = tf.function(self._evaluate_fn)
 
@@ -643,7 +648,17 @@ class RL2Trainer:
         return {k: float(v) for k, v in self._train_step(tasks).items()}
 
     def save(self):
-        return None if self.manager is None else self.manager.save(checkpoint_number=int(self.step.numpy()))
+        """Saves a checkpoint numbered by the step; a failed write leaves no partial checkpoint (as `MetaTrainer.save`)."""
+        if self.manager is None:
+            return None
+        from tfmeta.training.checkpoints import CHECKPOINT_DIR, remove_checkpoint_files  # noqa: PLC0415
+
+        number = int(self.step.numpy())
+        try:
+            return self.manager.save(checkpoint_number=number)
+        except BaseException:
+            remove_checkpoint_files(self.workdir / CHECKPOINT_DIR / f"ckpt-{number}")
+            raise
 
     def train(self, num_iterations: int, eval_every: int = 0, validate=None, log=print) -> list:
         """Trains until `step == num_iterations` (resuming from the current step).
@@ -654,22 +669,36 @@ class RL2Trainer:
             validate: `() -> dict` called every `eval_every` steps (model selection), or None.
             log: where lines go.
 
+        On SIGTERM (preemption) it saves a checkpoint after the current step and
+        returns with `self.preempted` set (`tfmeta.training.preemption`).
+
         Returns:
             The history: one dict per logged step.
         """
+        from tfmeta.training.preemption import SigtermWatcher  # noqa: PLC0415
+
         start = int(self.step.numpy())
         history = []
+        self.preempted = False
         iterator = iter(self.tasks(start))
-        for step in range(start, num_iterations):
-            metrics = self.train_step(next(iterator))
-            record = {"step": step + 1, **metrics}
-            last = step + 1 == num_iterations
-            if (eval_every and (step + 1) % eval_every == 0) or last:
-                if validate is not None:
-                    record.update({f"val/{k}": v for k, v in validate().items()})
-                self.save()
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            history.append(record)
+        with SigtermWatcher() as watcher:
+            for step in range(start, num_iterations):
+                metrics = self.train_step(next(iterator))
+                record = {"step": step + 1, **metrics}
+                last = step + 1 == num_iterations
+                saved = (eval_every and (step + 1) % eval_every == 0) or last
+                if saved:
+                    if validate is not None:
+                        record.update({f"val/{k}": v for k, v in validate().items()})
+                    self.save()
+                    log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                history.append(record)
+                if watcher.received and not last:
+                    path = self.save() if not saved else None
+                    self.preempted = True
+                    log(f"Preempted (SIGTERM) after step {step + 1}: saved {path or 'its checkpoint'}. Run the same "
+                        f"command again to resume from it.")
+                    break
         return history
 
     # -------------------------------------------------------------- evaluation
