@@ -27,7 +27,12 @@ the right shapes (the data pipeline has its own benchmark,
   under masks, 6 and 13 real in that batch);
 - `hypernet_5w1s`: a HyperNetwork classifier head (`HyperHead`, `hypernet
   --generate=head`: Conv-4 embedding, a generator MLP 64-128-65 per class, Adam 1e-3),
-  5-way 1-shot tasks with 15 queries per class, synthetic images.
+  5-way 1-shot tasks with 15 queries per class, synthetic images;
+- `lstm_meta_5w1s`: the LSTM meta-learner as `python -m trainers.lstm_meta` builds it
+  (`TRAINER_DEFAULTS["lstm_meta"]`: Conv-4 with a 5-way head, 5 updates of the
+  coordinate-wise LSTM, first order in the learner's gradients, 4 tasks per step,
+  `--lstm_hidden_size` units in its first layer, default the trainer's 20), 5-way 1-shot
+  with 15 queries per class, synthetic images; no PyTorch reference.
 
 The MAML, CNP and HyperNetwork configurations take `--meta_batch_size` tasks per step,
 by default their trainers' (`DEFAULT_META_BATCH_SIZE`: 32 for MAML, Finn et al.'s Omniglot
@@ -92,6 +97,7 @@ CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
     "proto_60w5s": ("protonet", 60, 5, 5, None, None),
     "cnp_gp": ("cnp", None, None, None, None, None),  # GP regression: the points come from the generator
     "hypernet_5w1s": ("hypernet", 5, 1, 15, None, None),
+    "lstm_meta_5w1s": ("lstm_meta", 5, 1, 15, TRAINER_DEFAULTS["lstm_meta"]["inner_steps"], True),
 }
 IMAGE_SHAPE, INNER_LR = (28, 28, 1), 0.4
 # Tasks per meta-step without --meta_batch_size: the trainers' defaults (ProtoNet: one episode, always).
@@ -99,6 +105,7 @@ DEFAULT_META_BATCH_SIZE = {
     "maml": PRESETS["maml_omniglot_5w1s"].config["meta_batch_size"],  # 32
     "cnp": TRAINER_DEFAULTS["cnp"]["meta_batch_size"],  # 64
     "hypernet": CLASSIFICATION_DEFAULTS["meta_batch_size"],  # 32
+    "lstm_meta": TRAINER_DEFAULTS["lstm_meta"]["meta_batch_size"],  # 4
 }
 
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, among {list(CONFIGS)}.")
@@ -113,6 +120,8 @@ common.define_thread_flags()  # --intra_op_threads / --inter_op_threads, the tra
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).", lower_bound=0)
 flags.DEFINE_integer("torch_interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).",
                      lower_bound=0)
+flags.DEFINE_integer("lstm_hidden_size", None, "lstm_meta_5w1s: units of the LSTM's first layer (0: none); "
+                     "default: the trainer's.", lower_bound=0)
 flags.DEFINE_bool("torch", True, "Also time the PyTorch reference when PyTorch is importable.")
 flags.DEFINE_bool(
     "torch_hypernet_per_task", False,
@@ -225,6 +234,17 @@ def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batc
     meta_batch_size = tasks_per_step(name, meta_batch_size)
     if learner in ("cnp", "hypernet"):
         trainer, episode = amortized_trainer(name, strategy, meta_batch_size, workdir, batch_file)
+    elif learner == "lstm_meta":  # as trainers.lstm_meta builds it: the runner's learner_fn on its defaults
+        from tfmeta.training import runner
+
+        values = {**TRAINER_DEFAULTS["lstm_meta"], "dataset": "synthetic", "ways": ways, "shots": shots,
+                  "queries": queries, "meta_batch_size": meta_batch_size}
+        if flags.FLAGS.lstm_hidden_size is not None:
+            values["lstm_hidden_size"] = flags.FLAGS.lstm_hidden_size
+        config = MetaTrainConfig(variant="lstm_meta", workdir=workdir, **values)
+        trainer = MetaTrainer(config, runner.learner_fn(config, IMAGE_SHAPE), train_dataset=None,
+                              build_optimizer=runner.optimizer_fn(config), strategy=strategy, verbose=False)
+        episode = random_episode(meta_batch_size, ways, shots, queries)
     else:
         if learner == "protonet":
             inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
@@ -353,7 +373,7 @@ def main(argv):
             start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
-            if use_torch:
+            if use_torch and CONFIGS[name][0] != "lstm_meta":  # no PyTorch reference of the LSTM meta-learner
                 child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
                                    flag.torch_vmap, batch_file, flag.torch_hypernet_per_task)
                 if name == flag.configs[0]:
