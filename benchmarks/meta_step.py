@@ -38,6 +38,11 @@ the right shapes (the data pipeline has its own benchmark,
   second of the whole step) and the split `rollout_ms` (the rollout alone, the same
   compiled loop) / `ppo_update_ms` (the rest: GAE and the PPO updates); no PyTorch
   reference.
+- `lstm_meta_5w1s`: the LSTM meta-learner as `python -m trainers.lstm_meta` builds it
+  (`TRAINER_DEFAULTS["lstm_meta"]`: Conv-4 with a 5-way head, 5 updates of the
+  coordinate-wise LSTM, first order in the learner's gradients, 4 tasks per step,
+  `--lstm_hidden_size` units in its first layer, default the trainer's 20), 5-way 1-shot
+  with 15 queries per class, synthetic images; no PyTorch reference.
 
 The MAML, CNP and HyperNetwork configurations take `--meta_batch_size` tasks per step,
 by default their trainers' (`DEFAULT_META_BATCH_SIZE`: 32 for MAML, Finn et al.'s Omniglot
@@ -104,6 +109,7 @@ CONFIGS = {  # name: (learner, ways, shots, queries, inner_steps, first_order)
     "hypernet_5w1s": ("hypernet", 5, 1, 15, None, None),
     "mann_5way": ("mann", 5, 10, 0, None, None),  # label-offset sequences: 5 classes x 10 instances, no queries
     "rl2_bandit": ("rl2", None, None, None, None, None),  # RL²: the bandit and policy of RL2_BANDIT
+    "lstm_meta_5w1s": ("lstm_meta", 5, 1, 15, TRAINER_DEFAULTS["lstm_meta"]["inner_steps"], True),
 }
 # `rl2_bandit`: the RL² trainer's whole step (rollout of one trial per task + PPO), k = 10 arms, n = 100 pulls.
 RL2_BANDIT = dict(num_arms=10, num_pulls=100, units=256, epochs=4, minibatches=1)
@@ -115,6 +121,7 @@ DEFAULT_META_BATCH_SIZE = {
     "hypernet": CLASSIFICATION_DEFAULTS["meta_batch_size"],  # 32
     "mann": 16,  # Santoro et al.'s (and trainers.mann's default)
     "rl2": 250,  # trials (vectorised bandits) per PPO step, as the README's RL² runs
+    "lstm_meta": TRAINER_DEFAULTS["lstm_meta"]["meta_batch_size"],  # 4
 }
 # The MANN's images: Santoro et al.'s 20x20.
 MANN_IMAGE_SHAPE = (20, 20, 1)
@@ -131,6 +138,8 @@ common.define_thread_flags()  # --intra_op_threads / --inter_op_threads, the tra
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads (0: torch's default).", lower_bound=0)
 flags.DEFINE_integer("torch_interop_threads", 0, "torch.set_num_interop_threads (0: torch's default).",
                      lower_bound=0)
+flags.DEFINE_integer("lstm_hidden_size", None, "lstm_meta_5w1s: units of the LSTM's first layer (0: none); "
+                     "default: the trainer's.", lower_bound=0)
 flags.DEFINE_bool("torch", True, "Also time the PyTorch reference when PyTorch is importable.")
 flags.DEFINE_bool(
     "torch_hypernet_per_task", False,
@@ -271,6 +280,17 @@ def tf_step(name: str, strategy, meta_batch_size: int | None, workdir: str, batc
         trainer, episode = amortized_trainer(name, strategy, meta_batch_size, workdir, batch_file)
     elif learner == "mann":
         trainer, episode = mann_trainer(strategy, meta_batch_size, ways, shots, workdir)
+    elif learner == "lstm_meta":  # as trainers.lstm_meta builds it: the runner's learner_fn on its defaults
+        from tfmeta.training import runner
+
+        values = {**TRAINER_DEFAULTS["lstm_meta"], "dataset": "synthetic", "ways": ways, "shots": shots,
+                  "queries": queries, "meta_batch_size": meta_batch_size}
+        if flags.FLAGS.lstm_hidden_size is not None:
+            values["lstm_hidden_size"] = flags.FLAGS.lstm_hidden_size
+        config = MetaTrainConfig(variant="lstm_meta", workdir=workdir, **values)
+        trainer = MetaTrainer(config, runner.learner_fn(config, IMAGE_SHAPE), train_dataset=None,
+                              build_optimizer=runner.optimizer_fn(config), strategy=strategy, verbose=False)
+        episode = random_episode(meta_batch_size, ways, shots, queries)
     else:
         if learner == "protonet":
             inner_steps, first_order = 1, False  # unused by ProtoNet; the config needs values
@@ -428,7 +448,7 @@ def main(argv):
             start_rss = rss_mb()
             for _ in range(1 + flag.warmup):  # compile, then warm up
                 step(batch)
-            if use_torch and CONFIGS[name][0] not in ("mann", "rl2"):  # no PyTorch reference of these
+            if use_torch and CONFIGS[name][0] not in ("mann", "rl2", "lstm_meta"):  # no PyTorch reference of these
                 child = TorchChild(name, flag.meta_batch_size, flag.torch_threads, flag.torch_interop_threads,
                                    flag.torch_vmap, batch_file, flag.torch_hypernet_per_task)
                 if name == flag.configs[0]:

@@ -96,6 +96,8 @@ _HELP = {
                      "omniglot: each class's one-hot alphabet; folder: its metadata.json; needs --export_dir=; "
                      "maml, fomaml: FiLM of the initialisation, sinusoids only).",
     "metadata_noise": "Standard deviation of the noise on the sinusoid description (0: exact).",
+    "lstm_hidden_size": "LSTM meta-learner: units of its first (ordinary) LSTM layer per coordinate (20 in Ravi & "
+                        "Larochelle 2017; 0: the gates read the preprocessed gradient and loss directly, ~5x cheaper).",
     "min_shots": "Sinusoid training tasks: draw the number of support points per task in [min_shots, shots] "
                  "(0 also trains prediction from the description alone).",
 }
@@ -111,6 +113,7 @@ GRADIENT_FIELDS = ("variant", "inner_steps", "inner_lr", "eval_inner_steps", "fi
 METADATA_FIELDS = ("task_metadata", "metadata_noise", "min_shots")  # FiLM-conditioned MAML (trainers.maml)
 METRIC_FIELDS = ("train_ways", "train_shots", "train_queries", "max_ways", "max_shots")
 AMORTIZED_FIELDS = METRIC_FIELDS + METADATA_FIELDS
+LSTM_META_FIELDS = ("inner_steps", "inner_lr", "eval_inner_steps", "train_queries", "lstm_hidden_size")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(MetaTrainConfig)}
 ENUMS = {"mixed_precision": MIXED_PRECISION_POLICIES, "distance": DISTANCES, "head": HEADS, "split": OMNIGLOT_SPLITS,
          "select": SELECTIONS, "generate": GENERATES}

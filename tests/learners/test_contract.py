@@ -26,10 +26,11 @@ from tfmeta import learners
 from tfmeta.data.episode import Episode
 from tfmeta.learners import registry
 from tfmeta.models import mlp
+from tfmeta.training.config import FIXED_HEAD_VARIANTS
 
 WAYS, SHOTS, QUERIES, DIM, POOL = 3, 2, 5, 8, 24
 # Per-learner settings of the short meta-training (Reptile takes more, smaller inner steps).
-KWARGS = {"reptile": dict(inner_steps=5, inner_lr=0.1)}
+KWARGS = {"reptile": dict(inner_steps=5, inner_lr=0.1), "lstm_meta": dict(inner_steps=2, inner_lr=0.3, hidden_size=0)}
 DEFAULT_KWARGS = dict(inner_steps=1, inner_lr=0.5)
 
 
@@ -78,8 +79,11 @@ def training_batch(learner: learners.Learner, batch: int, seed: int) -> Episode:
 
 
 def build(name: str, seed: int = 0) -> learners.Learner:
-    """The learner on an MLP: a `WAYS`-wide head for the gradient family, a 16-wide embedding otherwise."""
+    """The learner on an MLP: a `WAYS`-wide head for the gradient family (and the LSTM meta-learner),
+    a 16-wide embedding otherwise."""
     keras.utils.set_random_seed(seed)
+    if name in FIXED_HEAD_VARIANTS:
+        return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=WAYS, seed=seed), **KWARGS.get(name, {}))
     if learners.entry(name).family == "gradient":
         return learners.build(name, mlp(input_dim=DIM, hidden=(32,), outputs=WAYS, seed=seed),
                               **KWARGS.get(name, DEFAULT_KWARGS))

@@ -37,6 +37,7 @@ from tfmeta.learners.amortized import (
     HyperHead,
     HyperNetwork,
 )
+from tfmeta.learners.recurrent import LSTMMetaLearner
 from tfmeta.learners.registry import MAML_PLUS_PLUS_DEFAULTS, build, entry, names, register
 
 __all__ = [
@@ -47,3 +48,4 @@ __all__ = [
     "inner_loop", "map_over_tasks", "multi_step_loss_weights", "names", "register", "task_loss_and_metrics",
 ]
 __all__ += ["MatchingNetwork", "RelationNetwork"]
+__all__ += ["LSTMMetaLearner"]

@@ -16,6 +16,7 @@ from tfmeta.learners.gradient import ANIL, MAML, MetaSGD, Reptile
 from tfmeta.learners.metric import PrototypicalNetwork
 from tfmeta.learners.metric import MatchingNetwork, RelationNetwork
 from tfmeta.learners.metric import FineTuneBaseline
+from tfmeta.learners.recurrent.lstm_meta import LSTMMetaLearner
 from tfmeta.learners.recurrent.mann import build_lstm_seq, build_mann
 from tfmeta.learners.recurrent.rl2 import build_rl2
 from tfmeta.models.batchnorm import batch_norm_layers
@@ -134,6 +135,8 @@ register("cnp", "amortized", build_cnp,
          "Conditional Neural Process (Garnelo et al. 2018); attention=True: the Attentive NP's attention (Kim et al. 2019)")
 register("hypernet", "amortized", build_hypernet,
          "HyperNetwork: the support set generates a network's weights (all, the head, or FiLM layers)")
+register("lstm_meta", "recurrent", LSTMMetaLearner,
+         "LSTM meta-learner (Ravi & Larochelle 2017): a coordinate-wise LSTM whose cell state is the weights")
 register("mann", "recurrent", build_mann,
          "Memory-augmented network (Santoro et al. 2016): LSTM controller, LRUA memory, label-offset sequences",
          training_data=SEQUENCES)

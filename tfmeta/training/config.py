@@ -20,6 +20,8 @@ CLASS_METADATA_DATASETS = ("omniglot", "folder")
 GENERATES = ("all", "head", "film")  # HyperNetwork: every weight, the classifier head, FiLM layers
 # The MAML variants that condition on sinusoid task metadata (FiLM of the initialisation, `MAML(metadata_dim=...)`).
 FILM_MAML_VARIANTS = ("maml", "fomaml")
+# Learners outside the gradient family whose network has a `ways`-wide head (trained on `ways`-way episodes).
+FIXED_HEAD_VARIANTS = ("lstm_meta",)
 DISTANCES = ("euclidean", "cosine")  # Prototypical Networks
 HEADS = ("linear", "cosine", "logreg")  # fine-tuning baselines: Baseline, Baseline++, RFS
 SELECTIONS = ("last", "best")
@@ -162,6 +164,9 @@ class MetaTrainConfig:
         preset: the published configuration the run started from
             (`tfmeta.training.presets`; its paper's figure goes into
             `config.json` and the model card), or None.
+        lstm_hidden_size: the LSTM meta-learner (`lstm_meta`): units of its
+            first, ordinary LSTM layer per coordinate (20 in Ravi & Larochelle
+            2017; 0: the gates read the preprocessed gradient and loss directly).
     """
 
     dataset: str = "sinusoid"
@@ -213,6 +218,7 @@ class MetaTrainConfig:
     metadata_noise: float = 0.0
     min_shots: int | None = None
     preset: str | None = None
+    lstm_hidden_size: int = 20
 
     def __post_init__(self):
         for name in ("ways", "shots", "queries", "meta_batch_size", "inner_steps", "eval_inner_steps",
@@ -257,7 +263,11 @@ class MetaTrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
         family = registry.entry(self.variant).family
-        if family == "gradient" and self.train_ways not in (None, self.ways):
+        if not isinstance(self.lstm_hidden_size, int) or isinstance(self.lstm_hidden_size, bool) \
+                or self.lstm_hidden_size < 0:
+            raise ValueError(f"`lstm_hidden_size` must be an integer >= 0. "
+                             f"Received: lstm_hidden_size={self.lstm_hidden_size!r}")
+        if (family == "gradient" or self.variant in FIXED_HEAD_VARIANTS) and self.train_ways not in (None, self.ways):
             raise ValueError(
                 f"{self.variant}'s head has `ways` outputs: train on {self.ways}-way episodes (train_ways=None). "
                 f"Received: ways={self.ways}, train_ways={self.train_ways}"

@@ -181,3 +181,10 @@ TRAINER_DEFAULTS["relation"] = dict(dataset="omniglot", ways=5, shots=1, queries
 # 15 queries per class, 32 tasks per step, Adam 1e-3, as the other Omniglot runs.
 CLASSIFICATION_DEFAULTS = dict(ways=5, shots=1, queries=15, meta_batch_size=32, meta_lr=1e-3, num_iterations=10000,
                                eval_every=1000, eval_episodes=600)
+
+# The LSTM meta-learner, Ravi & Larochelle (2017): Conv-4 with a 5-way head, 5 updates of the
+# coordinate-wise LSTM from an SGD start of step 0.1 (the input gate's initial value), 15
+# queries per class, 4 tasks per meta-update (the amortized Omniglot rows' budget), Adam 1e-3.
+TRAINER_DEFAULTS["lstm_meta"] = dict(dataset="omniglot", ways=5, shots=1, queries=15, meta_batch_size=4,
+                                     inner_steps=5, inner_lr=0.1, eval_inner_steps=5, meta_lr=1e-3,
+                                     num_iterations=4000, eval_every=500)

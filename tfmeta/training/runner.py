@@ -14,7 +14,7 @@ from tfmeta import evaluation
 from tfmeta.data.sources import FOLDER_METADATA_FILE
 from tfmeta.data.splits import ClassSplit, load_class_split
 from tfmeta.training import distribute
-from tfmeta.training.config import COMPLETION_DATASETS, GP_DATASETS, MetaTrainConfig
+from tfmeta.training.config import COMPLETION_DATASETS, FIXED_HEAD_VARIANTS, GP_DATASETS, MetaTrainConfig
 from tfmeta.training.loop import MetaTrainer
 from tfmeta.training.preemption import PreemptedError
 
@@ -273,6 +273,9 @@ LEARNER_OPTIONS = {
                                     generate=config.generate, metadata_dim=config.metadata_dim),
     "matching": lambda config: dict(fce=config.fce),
     "finetune": lambda config: dict(head=config.head),
+    "lstm_meta": lambda config: dict(task="regression" if config.is_regression else "classification",
+                                     inner_steps=config.inner_steps, eval_inner_steps=config.eval_inner_steps,
+                                     inner_lr=config.inner_lr, hidden_size=config.lstm_hidden_size),
 }
 
 
@@ -324,7 +327,7 @@ def learner_fn(config: MetaTrainConfig, input_shape, num_classes: int | None = N
         elif config.is_regression:
             network = models.mlp(input_dim=int(input_shape[0]), hidden=(40, 40), outputs=1)
         else:
-            head = config.ways if family == "gradient" else None
+            head = config.ways if family == "gradient" or config.variant in FIXED_HEAD_VARIANTS else None
             network = models.build_backbone(config.backbone, ways=head, input_shape=tuple(input_shape))
         if family != "gradient":
             options = LEARNER_OPTIONS[config.variant](config) if config.variant in LEARNER_OPTIONS else {}

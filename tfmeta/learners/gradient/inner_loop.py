@@ -2,7 +2,9 @@
 
 Every gradient-based learner (MAML, first-order MAML, ANIL, Meta-SGD,
 MAML++, Reptile) adapts through `inner_loop` (`adapt_network` runs it on a
-learner's network). It runs the learner with
+learner's network), and so does the LSTM meta-learner
+(`tfmeta.learners.recurrent.LSTMMetaLearner`), whose learned update rule
+replaces the SGD step through the `update_rule` hook. It runs the learner with
 `keras.Model.stateless_call` on explicit weights, so the model's variables
 are never written, and it carries the non-trainable state (BatchNorm moving
 statistics) that each call returns.
@@ -28,6 +30,8 @@ class InnerLoopResult(NamedTuple):
             `s + 1` (length `steps`; `trajectory[-1] is trainable`).
         states: non-trainable state after each step (length `steps`).
         support_losses: support loss at the start of each step (length `steps`).
+        rule_state: the `update_rule`'s state after the last step (None
+            without an `update_rule`).
     """
 
     trainable: list
@@ -35,6 +39,7 @@ class InnerLoopResult(NamedTuple):
     trajectory: list
     states: list
     support_losses: list
+    rule_state: object = None
 
 
 def inner_loop(
@@ -48,6 +53,8 @@ def inner_loop(
     step_sizes: Callable,
     first_order: bool = False,
     values_for_step: Optional[Callable] = None,
+    update_rule: Optional[Callable] = None,
+    rule_state=None,
 ) -> InnerLoopResult:
     """Plain gradient steps on a support loss, as a function of the weights.
 
@@ -62,6 +69,12 @@ def inner_loop(
     The loop is unrolled in Python (`steps` is static), which is what nested
     tapes need for second-order gradients.
 
+    A learned update rule (the LSTM meta-learner) replaces the last line:
+    `trainable, rule_state <- update_rule(s, trainable, g, loss, rule_state)`,
+    with `g` aligned with `trainable` (None for the values kept fixed) and,
+    if `first_order`, `g` and `loss` under `tf.stop_gradient`. Without it the
+    code path is the plain SGD step above, unchanged.
+
     Args:
         forward: `forward(trainable, non_trainable, x) -> (outputs,
             new_non_trainable)`, typically `Model.stateless_call` with
@@ -74,13 +87,19 @@ def inner_loop(
         steps: number of inner steps (static, >= 0).
         step_sizes: `step_sizes(step) -> list` aligned with `trainable`:
             a learning rate (scalar or a tensor of the variable's shape) for
-            each adapted variable, None for the variables kept fixed.
+            each adapted variable, None for the variables kept fixed. With an
+            `update_rule` only which entries are None counts (None instead of
+            a function: every value adapts).
         first_order: drop second derivatives (`tf.stop_gradient` on the
             inner gradients).
         values_for_step: optional `values_for_step(step, trainable, state)
             -> (trainable, state)`: the values to run `step` with, given the
             carried ones (MAML++ per-step BatchNorm statistics, weights and
             biases); None: carry both.
+        update_rule: optional `update_rule(step, trainable, grads, loss,
+            rule_state) -> (trainable, rule_state)`: a learned update in
+            place of the SGD step (see above); None: SGD with `step_sizes`.
+        rule_state: the `update_rule`'s initial state (any nest of tensors).
 
     Returns:
         An `InnerLoopResult`.
@@ -104,7 +123,7 @@ def inner_loop(
     state = list(non_trainable)
     trajectory, states, losses = [], [], []
     for step in range(steps):
-        sizes = step_sizes(step)
+        sizes = [1.0] * len(trainable) if step_sizes is None and update_rule is not None else step_sizes(step)
         if len(sizes) != len(trainable):
             raise ValueError(
                 f"`step_sizes({step})` must give one entry per trainable value ({len(trainable)}). "
@@ -119,18 +138,26 @@ def inner_loop(
             loss = loss_fn(outputs, y)
         grads = tape.gradient(loss, [trainable[i] for i in adapted])
         trainable = list(trainable)
-        for i, grad in zip(adapted, grads):
-            if grad is None:  # a variable the loss does not depend on
-                continue
-            if first_order:
-                grad = tf.stop_gradient(grad)
-            size = tf.cast(tf.convert_to_tensor(sizes[i], dtype_hint=grad.dtype), grad.dtype)  # no float32 detour
-            trainable[i] = trainable[i] - size * grad
+        if update_rule is None:  # SGD (the MAML family)
+            for i, grad in zip(adapted, grads):
+                if grad is None:  # a variable the loss does not depend on
+                    continue
+                if first_order:
+                    grad = tf.stop_gradient(grad)
+                size = tf.cast(tf.convert_to_tensor(sizes[i], dtype_hint=grad.dtype), grad.dtype)  # no float32 detour
+                trainable[i] = trainable[i] - size * grad
+        else:  # a learned update (the LSTM meta-learner)
+            aligned = [None] * len(trainable)
+            for i, grad in zip(adapted, grads):
+                aligned[i] = None if grad is None else (tf.stop_gradient(grad) if first_order else grad)
+            trainable, rule_state = update_rule(step, trainable, aligned,
+                                                tf.stop_gradient(loss) if first_order else loss, rule_state)
+            trainable = list(trainable)
         state = list(state)
         trajectory.append(trainable)
         states.append(state)
         losses.append(loss)
-    return InnerLoopResult(trainable, state, trajectory, states, losses)
+    return InnerLoopResult(trainable, state, trajectory, states, losses, rule_state)
 
 
 def adapt_network(
@@ -144,6 +171,8 @@ def adapt_network(
     first_order: bool = False,
     values_for_step: Optional[Callable] = None,
     mask=None,
+    update_rule: Optional[Callable] = None,
+    rule_state=None,
 ) -> InnerLoopResult:
     """`inner_loop` on a learner's network and support loss.
 
@@ -152,7 +181,8 @@ def adapt_network(
             `loss_and_metrics` give the forward pass and the support loss).
         weights: the starting `Weights` (trainable, non_trainable).
         x, y: the support set.
-        steps, step_sizes, first_order, values_for_step: as in `inner_loop`.
+        steps, step_sizes, first_order, values_for_step, update_rule,
+            rule_state: as in `inner_loop`.
         training: passed to the network.
         mask: optional `(S,)` support mask (1 real, 0 padding): the support
             loss is the mean over the real points (0 when there are none).
@@ -175,4 +205,5 @@ def adapt_network(
     else:
         loss_fn = lambda outputs, labels: learner.loss_and_metrics(outputs, labels, mask=mask)[0]
     return inner_loop(forward, loss_fn, weights.trainable, weights.non_trainable, x, y, steps, step_sizes,
-                      first_order=first_order, values_for_step=values_for_step)
+                      first_order=first_order, values_for_step=values_for_step, update_rule=update_rule,
+                      rule_state=rule_state)

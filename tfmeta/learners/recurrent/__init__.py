@@ -1,9 +1,11 @@
 """The recurrent family: meta-learners that keep what they learned about a task in a recurrent state.
 
-`MANN` (Santoro et al. 2016; and its LSTM baseline): an external memory; `RL2` (Duan et al. 2016):
-the hidden state of a policy that learns to explore.
+`MANN` (Santoro et al. 2016; and its LSTM baseline): an external memory; `LSTMMetaLearner` (Ravi &
+Larochelle 2017): a learned optimizer whose cell state is the network's weights; `RL2` (Duan et al.
+2016): the hidden state of a policy that learns to explore.
 """
 
+from tfmeta.learners.recurrent.lstm_meta import LSTMMetaLearner, preprocess
 from tfmeta.learners.recurrent.mann import (
     MANN,
     MemoryNetwork,
@@ -30,6 +32,7 @@ from tfmeta.learners.recurrent.rl2 import (
 
 __all__ = [
     "GRUPolicy",
+    "LSTMMetaLearner",
     "MANN",
     "MemoryNetwork",
     "RL2",
@@ -48,4 +51,5 @@ __all__ = [
     "make_env",
     "memory_network",
     "ppo_clipped_objective",
+    "preprocess",
 ]
