@@ -29,27 +29,34 @@ def free_ports(count):
             s.close()
 
 
-def run_cluster(workdir, out_dir, num_iterations):
-    """Starts two workers, waits for both (bounded), returns their reports."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def start_workers(script, *args):
+    """Starts two worker processes of `script` on a loopback cluster (`TF_CONFIG`); returns them."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    processes = []
+    return [subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+             "TF_CONFIG": distribute.tf_config_for(cluster, "worker", index)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
+
+
+def finish(processes):
+    """Waits for the workers (bounded: both are killed after TIMEOUT); returns their exit codes and outputs."""
     try:
-        for index in range(2):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                   "TF_CONFIG": distribute.tf_config_for(cluster, "worker", index)}
-            processes.append(subprocess.Popen(
-                [sys.executable, str(WORKER), str(workdir), str(out_dir), str(num_iterations)],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            ))
         outputs = [p.communicate(timeout=TIMEOUT)[0] for p in processes]
     finally:
         for p in processes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, output in zip(processes, outputs):
-        assert p.returncode == 0, output[-3000:]
+    return [p.returncode for p in processes], outputs
+
+
+def run_cluster(workdir, out_dir, num_iterations):
+    """Starts two workers, waits for both (bounded), returns their reports."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codes, outputs = finish(start_workers(WORKER, workdir, out_dir, num_iterations))
+    for code, output in zip(codes, outputs):
+        assert code == 0, output[-3000:]
     reports = [json.loads((out_dir / f"worker{i}.json").read_text()) for i in range(2)]
     params = [list(np.load(out_dir / f"worker{i}.npz").values()) for i in range(2)]
     return reports, params
@@ -106,26 +113,6 @@ def test_two_workers_train_identically_save_on_chief_and_resume(tmp_path):
 PREEMPT_RUN = pathlib.Path(__file__).with_name("preempt_run.py")
 
 
-def _start_cluster(workdir, num_iterations):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    return [subprocess.Popen(
-        [sys.executable, str(PREEMPT_RUN), str(workdir), "multi_worker", str(num_iterations)], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-             "TF_CONFIG": distribute.tf_config_for(cluster, "worker", index)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for index in range(2)]
-
-
-def _finish(processes):
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in processes], outputs
-
-
 def _final_checkpoint(workdir):
     import tensorflow as tf  # noqa: PLC0415
 
@@ -142,21 +129,21 @@ def test_sigterm_to_one_worker_saves_the_same_step_on_all_and_resumes_bitwise(tm
     from tfmeta.training import checkpoints  # noqa: PLC0415
     from tfmeta.training.preemption import PREEMPTED_EXIT_CODE  # noqa: PLC0415
 
-    codes, outputs = _finish(_start_cluster(tmp_path / "full", 40))
+    codes, outputs = finish(start_workers(PREEMPT_RUN, tmp_path / "full", "multi_worker", 40))
     assert codes == [0, 0], outputs[0][-2000:]
 
-    processes = _start_cluster(tmp_path / "run", 40)
+    processes = start_workers(PREEMPT_RUN, tmp_path / "run", "multi_worker", 40)
     for line in processes[0].stdout:  # the chief prints progress; preempt the other worker once it trains
         if line.startswith("step 10/"):
             processes[1].send_signal(signal.SIGTERM)
             break
-    codes, outputs = _finish(processes)
+    codes, outputs = finish(processes)
     assert codes == [PREEMPTED_EXIT_CODE] * 2, [o[-2000:] for o in outputs]
     stopped = int(outputs[0].split("Preempted (SIGTERM) after step ")[1].split(":")[0])
     assert 10 <= stopped < 40
     assert checkpoints.latest_checkpoint(tmp_path / "run").endswith(f"ckpt-{stopped}")
 
-    codes, outputs = _finish(_start_cluster(tmp_path / "run", 40))
+    codes, outputs = finish(start_workers(PREEMPT_RUN, tmp_path / "run", "multi_worker", 40))
     assert codes == [0, 0], outputs[0][-2000:]
     full, resumed = _final_checkpoint(tmp_path / "full"), _final_checkpoint(tmp_path / "run")
     assert sorted(full) == sorted(resumed)
