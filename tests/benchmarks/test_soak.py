@@ -49,10 +49,10 @@ def exports(tmp_path_factory):
 @pytest.mark.parametrize("loader", ["signature", "session"])
 @pytest.mark.parametrize("name", ["maml", "protonet", "adapted", "regressor", "cnp", "mann", "rl2_mdp"])
 def test_every_valid_request_answered_and_every_invalid_rejected_under_load(exports, name, loader):
-    report = soak.soak(exports[name], loader, requests=200, threads=8, invalid_every=5, templates=10)
+    report = soak.soak(exports[name], loader, requests=100, threads=8, invalid_every=5, templates=10)
     assert report["failures"] == [], report["failures"][:5]
-    assert (report["valid_ok"], report["invalid_ok"]) == (160, 40)
-    assert all(count >= 40 // len(report["errors_by_fault"]) for count in report["errors_by_fault"].values())
+    assert (report["valid_ok"], report["invalid_ok"]) == (80, 20)
+    assert all(count >= 20 // len(report["errors_by_fault"]) for count in report["errors_by_fault"].values())
 
 
 def test_a_request_the_export_should_reject_but_answers_is_a_failure(exports, monkeypatch):
