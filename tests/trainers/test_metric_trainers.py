@@ -36,7 +36,8 @@ def image_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("trainer, flags, algorithm", [
     ("matching", ["--fce"], {"learner": "matching", "fce": True}),
-    ("relation", [], {"learner": "relation", "feature_shape": [5, 5, 64]}),
+    # Relation Networks' trainer runs the same runner with another embedding (slow: ~40 s more).
+    pytest.param("relation", [], {"learner": "relation", "feature_shape": [5, 5, 64]}, marks=pytest.mark.slow),
 ])
 def test_trainer_smoke_exports_any_ways(tmp_path, image_folder, trainer, flags, algorithm):
     workdir, exports = tmp_path / "run", tmp_path / "exports"

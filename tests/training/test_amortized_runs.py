@@ -51,7 +51,9 @@ def test_gp_run_reports_the_exact_gp_gap_exports_stddev_and_plots(tmp_path, caps
 @pytest.mark.parametrize("kwargs", [
     dict(variant="cnp", dataset="gp", task_metadata=True),
     dict(variant="hypernet", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),
-    dict(variant="maml", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),  # FiLM MAML
+    # FiLM MAML (slow: ~30 s; its resume is the MetaTrainer's, checked above and for MAML++ in test_runner).
+    pytest.param(dict(variant="maml", dataset="sinusoid", task_metadata=True, metadata_noise=0.1, min_shots=0),
+                 marks=pytest.mark.slow),
 ])
 def test_resume_equals_uninterrupted(tmp_path, kwargs, monkeypatch, capsys):
     """A run stopped at step 2 and resumed ends with the uninterrupted run's variables; the sinusoid

@@ -22,11 +22,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("mirrored_check.py")
 
 
-VARIANTS = ["maml", "maml++", "reptile", "protonet", "relation", "finetune", "cnp", "cnp_gp", "hypernet"]
-# Variants whose distributed path is one of the above's (first-order MAML: MAML's loop without the
-# second-order terms; Matching Networks: the metric learners' loss; FiLM: the HyperNetwork's
-# generator): checked with `-m slow`, to keep the default suite's time.
-SLOW_VARIANTS = ["fomaml", "matching", "hypernet_film"]
+VARIANTS = ["maml", "maml++", "protonet", "finetune", "cnp_gp", "hypernet"]
+# Variants whose distributed path is one of the above's, checked with `-m slow` to keep the default
+# suite's time: first-order MAML and Reptile (their meta-gradients, a first-order gradient and the
+# weights' difference, come out of the same inner loop and are reduced as MAML's), Matching and
+# Relation Networks (an episodic loss of an embedding, as ProtoNets'; Relation Networks' BatchNorm
+# state is reduced as MAML's), the CNP classifier (an amortized learner's extra variables, as the
+# HyperNetwork's and the GP CNP's) and the HyperNetwork's FiLM generator.
+SLOW_VARIANTS = ["fomaml", "reptile", "matching", "relation", "cnp", "hypernet_film"]
 # Learners without a network of their own to change (a CNP on raw (x, y) pairs): their
 # parameters are all extra variables, and they hold no BatchNorm state.
 WITHOUT_NETWORK_STATE = {"cnp_gp"}
@@ -49,17 +52,17 @@ def _run_mirrored_check(tmp_path_factory, variants):
 
 @pytest.fixture(scope="module")
 def mirrored_results(tmp_path_factory):
-    """Second-order MAML, MAML++ (per-step BatchNorm statistics), Reptile, Prototypical Networks
-    and the CNP classifier (Conv-4, 8 filters, 16x16, BatchNorm), Relation Networks (their
-    embedding, 8 filters, and a relation module with BatchNorm), the fine-tuning baseline
-    (pre-training batches of all 8 classes), a CNP on GP tasks (padded sets under masks) and the
-    HyperNetwork head on Conv-4, on 2 replicas (2 tasks each) and on one device (4 tasks)."""
+    """Second-order MAML, MAML++ (per-step BatchNorm statistics), Prototypical Networks (Conv-4,
+    8 filters, 16x16, BatchNorm), the fine-tuning baseline (pre-training batches of all 8
+    classes), a CNP on GP tasks (padded sets under masks) and the HyperNetwork head on Conv-4,
+    on 2 replicas (2 tasks each) and on one device (4 tasks)."""
     return _run_mirrored_check(tmp_path_factory, VARIANTS)
 
 
 @pytest.fixture(scope="module")
 def mirrored_results_slow(tmp_path_factory):
-    """First-order MAML, Matching Networks and the HyperNetwork's FiLM generator, as above."""
+    """First-order MAML, Reptile, Matching and Relation Networks (their embedding, 8 filters, and a relation
+    module with BatchNorm), the CNP classifier and the HyperNetwork's FiLM generator, as above."""
     return _run_mirrored_check(tmp_path_factory, SLOW_VARIANTS)
 
 
